@@ -1,0 +1,216 @@
+"""French lexical index: BM25 (bm25s) over Snowball-stemmed, accent-folded tokens.
+
+Dense e5 embeddings miss exact names, figures and acronyms; BM25 catches them. The
+analyzer is shared by indexing, querying and the sufficiency check in ``generate``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.stopwords import STOPWORDS_FRENCH
+
+_EXTRA_STOPWORDS = {
+    "a",
+    "à",
+    "afin",
+    "ainsi",
+    "alors",
+    "après",
+    "aussi",
+    "autre",
+    "autres",
+    "avant",
+    "avec",
+    "being",
+    "bien",
+    "car",
+    "cela",
+    "ce",
+    "ces",
+    "cet",
+    "cette",
+    "comme",
+    "comment",
+    "dans",
+    "de",
+    "des",
+    "donc",
+    "dont",
+    "du",
+    "elle",
+    "en",
+    "encore",
+    "entre",
+    "est",
+    "et",
+    "être",
+    "faire",
+    "fait",
+    "font",
+    "il",
+    "ils",
+    "la",
+    "le",
+    "les",
+    "leur",
+    "leurs",
+    "lors",
+    "mais",
+    "même",
+    "ne",
+    "ni",
+    "non",
+    "nous",
+    "on",
+    "ou",
+    "où",
+    "par",
+    "pas",
+    "peut",
+    "peuvent",
+    "plus",
+    "pour",
+    "quand",
+    "que",
+    "quel",
+    "quelle",
+    "quelles",
+    "quels",
+    "qui",
+    "quoi",
+    "sa",
+    "sans",
+    "se",
+    "selon",
+    "ses",
+    "si",
+    "son",
+    "sont",
+    "sous",
+    "sur",
+    "tous",
+    "tout",
+    "toute",
+    "toutes",
+    "très",
+    "un",
+    "une",
+    "vers",
+    "vous",
+    "y",
+    "d",
+    "l",
+    "qu",
+    "n",
+    "s",
+    "c",
+    "j",
+    "m",
+    "t",
+    # English function words, so English questions still match French key terms
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "are",
+    "what",
+    "which",
+    "who",
+    "how",
+    "for",
+    "by",
+    "with",
+    "does",
+    "do",
+    "did",
+    "was",
+    "were",
+    "that",
+    "this",
+    "it",
+    "as",
+    "at",
+    "from",
+    "an",
+    "be",
+    "about",
+}
+STOPWORDS = frozenset(unicodedata.normalize("NFC", w) for w in set(STOPWORDS_FRENCH) | _EXTRA_STOPWORDS)
+_TOKEN = re.compile(r"[^\W_]+(?:[-.][^\W_]+)*", re.UNICODE)
+
+
+def fold_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Stemmer.Stemmer:
+    return Stemmer.Stemmer("french")
+
+
+def raw_tokens(text: str) -> list[str]:
+    """Lower-cased word tokens, elisions split (``l'État`` → ``état``)."""
+    text = unicodedata.normalize("NFC", text.lower()).replace("’", "'")
+    return [t for t in _TOKEN.findall(text) if t]
+
+
+def analyze(text: str) -> list[str]:
+    """Tokens for BM25: stopwords removed, French Snowball stem, accents folded."""
+    words = [w for w in raw_tokens(text) if w not in STOPWORDS and fold_accents(w) not in STOPWORDS]
+    stems = _stemmer().stemWords(words)
+    return [fold_accents(s) for s in stems]
+
+
+class LexicalIndex:
+    """BM25 over a fixed list of chunk ids; persisted as a folder."""
+
+    def __init__(self, ids: list[str], retriever: bm25s.BM25) -> None:
+        self.ids = ids
+        self._retriever = retriever
+        self._position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+
+    @classmethod
+    def build(cls, ids: list[str], texts: list[str]) -> LexicalIndex:
+        retriever = bm25s.BM25(k1=1.2, b=0.75)
+        tokens = [analyze(t) or ["∅"] for t in texts]
+        retriever.index(tokens, show_progress=False)
+        return cls(list(ids), retriever)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._retriever.save(str(folder))
+        (folder / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        return cls(ids, bm25s.BM25.load(str(folder)))
+
+    def search(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
+        """Top ``k`` (chunk id, BM25 score) with a positive score, optionally restricted to ``allowed``."""
+        if not self.ids:
+            return []
+        terms = analyze(query)
+        if not terms:
+            return []
+        scores = np.asarray(self._retriever.get_scores(terms), dtype=np.float64)
+        if allowed is not None:
+            mask = np.zeros(len(self.ids), dtype=bool)
+            for chunk_id in allowed:
+                pos = self._position.get(chunk_id)
+                if pos is not None:
+                    mask[pos] = True
+            scores = np.where(mask, scores, 0.0)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.ids[i], float(scores[i])) for i in order if scores[i] > 0]

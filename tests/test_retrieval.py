@@ -1,0 +1,62 @@
+"""Hybrid retrieval on the real bundled corpus, real embedder, real Chroma."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.evidence import contains_evidence
+
+KNOWN = [
+    ("Quels dispositifs de financement late stage la stratégie veut-elle renforcer ?", "Fonds TIBI"),
+    ("Combien de personnes ont répondu à l'enquête du groupe de travail ?", "Répondants (25)"),
+    ("Quelle taille de levée de fonds manque de solutions françaises ?", "50 M€ et plus"),
+    ("Qui représente Alcatel-Lucent Enterprise dans le groupe de travail ?", "Directrice internationale"),
+    ("What growth is expected for the global e-health market between 2019 and 2023?", "160 %"),
+    ("Who co-chaired the working group on structuring the digital health sector?", "PICARD"),
+    (
+        "Quel rôle pour la Haute Autorité de santé dans l'évaluation des dispositifs ?",
+        "doctrine d'évaluation harmonisée",
+    ),
+    ("Pourquoi les entreprises d'e-santé étudiées sont-elles en difficulté ?", "difficulté financière"),
+    ("Sur quelles plateformes s'appuyer pour le travail sur les données des essais cliniques ?", "France Cohortes"),
+]
+
+
+@pytest.mark.parametrize(("question", "passage"), KNOWN)
+def test_known_questions_find_their_passage_in_top5(corpus_retriever, question, passage):
+    hits = corpus_retriever.retrieve(question, k=5)
+    assert len(hits) == 5
+    assert any(contains_evidence(h.chunk.text, passage) for h in hits), [h.chunk.text[:60] for h in hits]
+
+
+def test_results_carry_metadata_and_are_diverse(corpus_retriever):
+    hits = corpus_retriever.retrieve("freins réglementaires à l'innovation en santé numérique", k=5)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    for hit in hits:
+        assert hit.chunk.title and hit.chunk.doc_id and hit.chunk.text
+    sections = [(h.chunk.doc_id, h.chunk.section) for h in hits]
+    assert max(sections.count(s) for s in sections) <= 2
+
+
+def test_document_filter(corpus_retriever):
+    doc = "strategie-acceleration-sante-numerique"
+    hits = corpus_retriever.retrieve("recommandations des ateliers sur les business models", k=5, doc_id=doc)
+    assert hits and all(h.chunk.doc_id == doc for h in hits)
+
+
+def test_modes_differ_and_hybrid_fuses(corpus_retriever):
+    question = "Fonds TIBI"
+    lexical = corpus_retriever.retrieve(question, k=3, mode="lexical")
+    dense = corpus_retriever.retrieve(question, k=3, mode="dense")
+    hybrid = corpus_retriever.retrieve(question, k=3)
+    assert lexical[0].lexical_rank == 1 and lexical[0].dense_rank is None
+    assert dense[0].dense_rank == 1 and dense[0].lexical_rank is None
+    assert "TIBI" in hybrid[0].chunk.text and hybrid[0].dense_rank and hybrid[0].lexical_rank
+
+
+def test_langchain_retriever(corpus_retriever):
+    docs = corpus_retriever.as_langchain(k=3).invoke("Qui co-anime le groupe de travail ?")
+    assert len(docs) == 3
+    assert {"doc_id", "title", "section", "page", "score"} <= set(docs[0].metadata)
+    assert any("PICARD" in d.page_content or "Picard" in d.page_content for d in docs)
