@@ -1,0 +1,29 @@
+# Two commands: `make run` (set up, index, open the web app) and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test test-fast lint eval bench
+
+setup:
+	scripts/setup.sh
+
+run: setup
+	$(BIN)/assistant serve
+
+test:
+	scripts/setup.sh --test
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not browser"
+
+lint:
+	$(BIN)/ruff check assistant ui tests eval scripts
+	$(BIN)/ruff format --check assistant ui tests eval scripts
+
+eval: setup
+	$(BIN)/assistant eval eval/devset.jsonl --backend local --out eval/results/local
+	$(BIN)/assistant eval eval/devset.jsonl --backend extractive --out eval/results/extractive
+
+bench: setup
+	$(BIN)/python eval/bench.py
