@@ -1,26 +1,307 @@
 """Stage 5 — the pipeline object every shell (CLI, web UI, eval harness) runs.
 
-``Assistant`` owns the index, the retriever and the answer generator; ``Conversation``
-holds one user's history. Placeholder until the chat chain lands.
+``Assistant`` owns the index, the retriever, the grounding checks and the LLM backends;
+``Conversation`` holds one user's history. One question flows through a LangChain (LCEL)
+chain of four steps over a ``Turn``:
+
+    prepare (clean, detect language, condense with history)
+    → retrieve (hybrid) and judge sufficiency
+    → generate (LLM with numbered sources, or extractive), streaming tokens
+    → finalize (attribute citations in code, refuse when nothing is supported)
 """
 
 from __future__ import annotations
 
-from assistant.embedding import build_embedder
+import queue
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from assistant.embedding import Embedder, build_embedder
+from assistant.errors import BackendUnavailableError, InvalidQuestionError
+from assistant.generate import (
+    REFUSAL_SENTINEL_EN,
+    REFUSAL_SENTINEL_FR,
+    Grounder,
+    PreparedSource,
+    Sufficiency,
+    build_messages,
+    detect_language,
+    is_refusal,
+)
 from assistant.index import Index
+from assistant.lexical import raw_tokens
+from assistant.llm import ChatLLM, build_llm
 from assistant.retrieve import HybridRetriever
+from assistant.schema import Answer, Citation, ScoredChunk, Timings
 from assistant.settings import Settings
+
+TokenCallback = Callable[[str], None]
+
+
+@dataclass
+class Conversation:
+    """One user's dialogue; the web app keeps one per browser session."""
+
+    answers: list[Answer] = field(default_factory=list)
+
+    def history(self) -> list[tuple[str, str]]:
+        return [(a.question, a.text) for a in self.answers]
+
+    def reset(self) -> None:
+        self.answers.clear()
+
+
+@dataclass
+class Turn:
+    """The state one question carries through the chain."""
+
+    question: str
+    history: list[tuple[str, str]]
+    previous_queries: list[str]
+    backend: str
+    k: int
+    doc_id: str | None = None
+    on_token: TokenCallback | None = None
+    lang: str = "fr"
+    query: str = ""
+    hits: list[ScoredChunk] = field(default_factory=list)
+    sources: list[PreparedSource] = field(default_factory=list)
+    sufficiency: Sufficiency | None = None
+    raw_answer: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    retrieval_seconds: float = 0.0
+    first_token_seconds: float | None = None
+    answer: Answer | None = None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_question(question: str, max_chars: int) -> str:
+    """Strip control/invisible characters and check length; raise a clear error otherwise."""
+    if not isinstance(question, str):
+        raise InvalidQuestionError("La question doit être du texte.")
+    text = unicodedata.normalize("NFC", _CONTROL.sub(" ", question))
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        raise InvalidQuestionError("La question est vide : écrivez une question sur la santé numérique.")
+    if len(text) > max_chars:
+        raise InvalidQuestionError(
+            f"La question est trop longue ({len(text)} caractères, maximum {max_chars}). Raccourcissez-la."
+        )
+    if not re.search(r"\w", text):
+        raise InvalidQuestionError("La question ne contient aucun mot.")
+    return text
+
+
+def condense(question: str, previous_queries: list[str], history: list[tuple[str, str]]) -> str:
+    """The search query for a turn: a follow-up is searched with the previous question, and a
+    short one ("Et pour la deuxième ?") also with the previous answer, whose names it refers to."""
+    if not previous_queries:
+        return question
+    parts = [previous_queries[-1]]
+    if (
+        len(raw_tokens(question)) <= 10
+        and history
+        and not history[-1][1].startswith((REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN))
+    ):
+        parts.append(re.sub(r"\s*\[\d+\]", "", history[-1][1])[:300])
+    parts.append(question)
+    return " ".join(parts)
 
 
 class Assistant:
-    def __init__(self, settings: Settings, index: Index, retriever: HybridRetriever) -> None:
+    """Retrieval-augmented, cited answers over the indexed corpus."""
+
+    def __init__(
+        self, settings: Settings, index: Index, retriever: HybridRetriever, llm: ChatLLM | None = None
+    ) -> None:
         self.settings = settings
         self.index = index
         self.retriever = retriever
+        self.grounder = Grounder(index.embedder, index.state.lexical)
+        self._llms: dict[str, ChatLLM] = {}
+        if llm is not None:
+            self._llms[settings.backend] = llm
+        self.chain: Runnable = (
+            RunnableLambda(self._prepare, name="prepare")
+            | RunnableLambda(self._retrieve, name="retrieve")
+            | RunnableLambda(self._generate, name="generate")
+            | RunnableLambda(self._finalize, name="finalize")
+        ).with_config(run_name="assistant-sante")
 
     @classmethod
-    def from_settings(cls, settings: Settings, load_llm: bool = True) -> Assistant:
-        index = Index(settings, build_embedder(settings))
+    def from_settings(cls, settings: Settings, load_llm: bool = True, embedder: Embedder | None = None) -> Assistant:
+        index = Index(settings, embedder or build_embedder(settings))
         index.load()
         retriever = HybridRetriever(index, settings.candidates, settings.rrf_k, settings.max_chunks_per_section)
-        return cls(settings, index, retriever)
+        assistant = cls(settings, index, retriever)
+        if load_llm and settings.backend != "extractive":
+            assistant.llm(settings.backend)
+        return assistant
+
+    def refresh(self) -> None:
+        """Re-read the index after an ingest (new documents, new BM25 statistics)."""
+        self.index.load()
+        self.grounder.lexical = self.index.state.lexical
+
+    def llm(self, backend: str) -> ChatLLM:
+        if backend not in self._llms:
+            self._llms[backend] = build_llm(self.settings, backend)
+        return self._llms[backend]
+
+    # ------------------------------------------------------------------ public API
+    def ask(
+        self,
+        question: str,
+        conversation: Conversation | None = None,
+        *,
+        doc_id: str | None = None,
+        backend: str | None = None,
+        k: int | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Answer:
+        """Answer one question (appended to ``conversation`` when given)."""
+        conversation = conversation if conversation is not None else Conversation()
+        turn = Turn(
+            question=question,
+            history=conversation.history(),
+            previous_queries=[a.standalone_question for a in conversation.answers],
+            backend=backend or self.settings.backend,
+            k=k or self.settings.top_k,
+            doc_id=doc_id or None,
+            on_token=on_token,
+        )
+        result: Turn = self.chain.invoke(turn)
+        assert result.answer is not None
+        conversation.answers.append(result.answer)
+        return result.answer
+
+    def stream(
+        self, question: str, conversation: Conversation | None = None, **options: object
+    ) -> Iterator[str | Answer]:
+        """Yield text tokens as they are generated, then the final ``Answer`` (citations resolved)."""
+        events: queue.Queue[object] = queue.Queue()
+        done = object()
+
+        def run() -> None:
+            try:
+                events.put(self.ask(question, conversation, on_token=events.put, **options))  # type: ignore[arg-type]
+            except BaseException as exc:  # handed to the caller's thread
+                events.put(exc)
+            finally:
+                events.put(done)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        while (event := events.get()) is not done:
+            if isinstance(event, BaseException):
+                raise event
+            yield event  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ chain steps
+    def _prepare(self, turn: Turn) -> Turn:
+        turn.question = clean_question(turn.question, self.settings.max_question_chars)
+        turn.lang = detect_language(turn.question)
+        turn.query = condense(turn.question, turn.previous_queries, turn.history)
+        return turn
+
+    def _retrieve(self, turn: Turn) -> Turn:
+        turn.hits = self.retriever.retrieve(turn.query, k=turn.k, doc_id=turn.doc_id)
+        turn.sufficiency = self.grounder.sufficiency(turn.query, turn.hits, turn.lang)
+        max_sources = turn.k if turn.backend == "extractive" else min(turn.k, self.settings.llm_sources)
+        if turn.sufficiency.ok:
+            turn.sources = self.grounder.select_sources(turn.question, turn.hits, max_sources)
+        turn.retrieval_seconds = time.perf_counter() - turn.started
+        return turn
+
+    def _generate(self, turn: Turn) -> Turn:
+        if not turn.sources:
+            return turn
+        if turn.backend == "extractive":
+            return turn  # nothing to generate: finalize quotes the sources
+        messages = build_messages(turn.question, turn.sources, turn.history[-2:])
+        parts: list[str] = []
+        try:
+            for token in self.llm(turn.backend).stream(
+                messages, max_tokens=self.settings.max_answer_tokens, stop=["\nQUESTION", "SOURCES :"]
+            ):
+                if turn.first_token_seconds is None:
+                    turn.first_token_seconds = time.perf_counter() - turn.started
+                parts.append(token)
+                if turn.on_token:
+                    turn.on_token(token)
+        except BackendUnavailableError:
+            raise
+        except (ConnectionError, OSError) as exc:
+            raise BackendUnavailableError(f"Backend « {turn.backend} » indisponible : {exc}") from exc
+        turn.raw_answer = "".join(parts).strip()
+        return turn
+
+    def _finalize(self, turn: Turn) -> Turn:
+        refusal_reason = ""
+        text = ""
+        cited: dict[int, str] = {}
+        dropped: list[str] = []
+        if not turn.hits:
+            refusal_reason = "aucun passage trouvé"
+        elif not turn.sources:
+            suff = turn.sufficiency
+            missing = ", ".join((suff.missing_hard if suff else [])[:4])
+            refusal_reason = "termes clés absents des passages" + (f" ({missing})" if missing else "")
+        elif turn.backend == "extractive":
+            extracted = self.grounder.extract(turn.question, turn.sources, lang=turn.lang)
+            text, cited = extracted.text, extracted.cited
+            if turn.on_token and text:
+                turn.first_token_seconds = time.perf_counter() - turn.started
+                turn.on_token(text)
+        elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < 200:
+            refusal_reason = "le modèle juge que les sources ne répondent pas"
+        else:
+            attributed = self.grounder.attribute(turn.raw_answer, turn.sources, turn.lang, turn.question)
+            text, cited, dropped = attributed.text, attributed.cited, attributed.dropped
+            if not text:
+                refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
+        sources = [s.citation for s in turn.sources]
+        refused = not text
+        if refused:
+            text = self.refusal_text(turn)
+        citations = [Citation(s.n, s.chunk, cited[s.n]) for s in sources if s.n in cited]
+        turn.answer = Answer(
+            question=turn.question,
+            text=text,
+            refused=refused,
+            citations=citations,
+            sources=sources,
+            standalone_question=turn.query,
+            backend=turn.backend,
+            timings=Timings(
+                retrieval=round(turn.retrieval_seconds, 3),
+                first_token=None if turn.first_token_seconds is None else round(turn.first_token_seconds, 3),
+                total=round(time.perf_counter() - turn.started, 3),
+            ),
+            refusal_reason=refusal_reason,
+            raw_text=turn.raw_answer,
+            dropped=dropped,
+        )
+        return turn
+
+    def refusal_text(self, turn: Turn) -> str:
+        """A plain refusal that says what the corpus does cover."""
+        titles = "; ".join(d.metadata.get("short_title") or d.title for d in self.index.documents())
+        near = list(dict.fromkeys(h.chunk.section.split(" > ")[-1] for h in turn.hits[:3] if h.chunk.section))
+        if turn.lang == "en":
+            text = f"{REFUSAL_SENTINEL_EN} I cannot answer this from the documents, which cover: {titles}."
+            if near:
+                text += " The closest passages deal with: " + "; ".join(near) + "."
+            return text
+        text = f"{REFUSAL_SENTINEL_FR} Je ne peux pas répondre à partir des documents, qui portent sur : {titles}."
+        if near:
+            text += " Les passages les plus proches traitent de : " + " ; ".join(near) + "."
+        return text

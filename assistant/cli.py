@@ -12,13 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from assistant.settings import Settings
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {}
-    for name in ("data_dir", "backend", "top_k"):
+    for name in ("data_dir", "backend"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -26,7 +26,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from assistant.embedding import build_embedder
     from assistant.index import Index
 
     settings = _settings(args)
@@ -35,7 +34,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         console.print(f"[red]Dossier ou fichier introuvable : {source}[/red]")
         return 2
     with console.status("Chargement du modèle d'embeddings…"):
-        index = Index(settings, build_embedder(settings))
+        index = Index(settings, _embedder(settings))
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
@@ -114,6 +113,141 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_sources(answer) -> None:
+    listed = answer.citations or ([] if answer.refused else answer.sources)
+    if not listed:
+        return
+    out.print("\n[bold]Sources[/bold]")
+    for c in listed:
+        page = f", p. {c.chunk.page}" if c.chunk.page is not None else ""
+        section = f" — {c.chunk.section}" if c.chunk.section else ""
+        out.print(f"  [{c.n}] {c.chunk.title}{section}{page}", markup=False, highlight=False)
+        if c.snippet:
+            out.print(f"      « {c.snippet[:300]} »", markup=False, highlight=False, style="dim")
+
+
+def _answer(assistant, question: str, conversation, args: argparse.Namespace) -> int:
+    """Stream one answer (raw tokens, dim), then the checked, cited text and its sources."""
+    from assistant.schema import Answer
+
+    options = {"doc_id": args.doc, "backend": args.backend, "k": args.k}
+    if args.json:
+        answer = assistant.ask(question, conversation, **options)
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
+        return 0
+    answer = None
+    streamed = False
+    for event in assistant.stream(question, conversation, **options):
+        if isinstance(event, Answer):
+            answer = event
+        elif answer is None and (args.backend or assistant.settings.backend) != "extractive":
+            if not streamed:
+                console.print("[dim]Brouillon du modèle (vérifié ensuite) :[/dim]")
+                streamed = True
+            console.print(event, end="", style="dim", markup=False, highlight=False)
+    if streamed:
+        console.print()
+    assert answer is not None
+    style = "yellow" if answer.refused else "bold"
+    out.print(answer.text, style=style, markup=False, highlight=False)
+    _print_sources(answer)
+    t = answer.timings
+    first = f"{t.first_token:.1f} s" if t.first_token is not None else "—"
+    console.print(
+        f"[dim]recherche {t.retrieval:.2f} s · premier mot {first} · total {t.total:.1f} s · {answer.backend}[/dim]"
+    )
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from assistant.chat import Assistant
+
+    settings = _settings(args)
+    with console.status("Chargement de l'assistant…"):
+        assistant = Assistant.from_settings(settings, load_llm=(args.backend or settings.backend) != "extractive")
+    return _answer(assistant, args.question, None, args)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from assistant.chat import Assistant, Conversation
+    from assistant.errors import InvalidQuestionError
+
+    settings = _settings(args)
+    with console.status("Chargement de l'assistant…"):
+        assistant = Assistant.from_settings(settings, load_llm=(args.backend or settings.backend) != "extractive")
+    conversation = Conversation()
+    console.print(
+        "Posez vos questions sur la santé numérique. Commandes : /reset (nouvelle conversation), /sources, /quit."
+    )
+    while True:
+        try:
+            question = input("\n› ").strip()
+        except EOFError:
+            return 0
+        if question in ("/quit", "/exit", "/q"):
+            return 0
+        if question == "/reset":
+            conversation.reset()
+            console.print("Nouvelle conversation.")
+            continue
+        if question == "/sources":
+            if conversation.answers:
+                last = conversation.answers[-1]
+                for c in last.sources:
+                    out.print(f"  [{c.n}] {c.chunk.location}", markup=False, highlight=False)
+            continue
+        if not question:
+            continue
+        try:
+            _answer(assistant, question, conversation, args)
+        except InvalidQuestionError as exc:
+            console.print(f"[red]{exc}[/red]")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from assistant.chat import Assistant
+    from assistant.index import Index
+
+    settings = _settings(args)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if not Index(settings, _embedder(settings)).exists():
+        console.print("Premier lancement : indexation du corpus…")
+        args.path, args.json = None, False
+        cmd_ingest(args)
+    with console.status("Chargement de l'assistant…"):
+        assistant = Assistant.from_settings(settings, load_llm=False, embedder=_embedder(settings))
+    from ui.app import launch
+
+    launch(assistant, settings, host, port)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from assistant.evaluation import main_eval
+
+    return main_eval(rest)
+
+
+_EMBEDDERS: dict[str, object] = {}
+
+
+def _embedder(settings: Settings):
+    from assistant.embedding import build_embedder
+
+    key = settings.embedder
+    if key not in _EMBEDDERS:
+        _EMBEDDERS[key] = build_embedder(settings)
+    return _EMBEDDERS[key]
+
+
+def _add_answer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["local", "extractive", "openai", "ollama"], default=None)
+    p.add_argument("-k", type=int, default=None, help="nombre de passages retrouvés")
+    p.add_argument("--doc", help="restreindre à un document (doc_id)")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant",
@@ -138,6 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="état de l'index, modèles, dossiers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("ask", help="poser une question (réponse sourcée)")
+    p.add_argument("question")
+    _add_answer_options(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", help="conversation interactive (/reset, /sources)")
+    _add_answer_options(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="application web (Gradio)")
+    p.add_argument("--host", default=None, help="adresse d'écoute (127.0.0.1 par défaut)")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--backend", choices=["local", "extractive", "openai", "ollama"], default=None)
+    p.set_defaults(func=cmd_serve)
+
+    sub.add_parser("eval", help="évaluation par lots : assistant eval QA.jsonl … (voir eval/README.md)", add_help=False)
     return parser
 
 
@@ -145,6 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.errors import UserFacingError, friendly
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "eval" in argv:  # the eval harness has its own argument parser
+        position = argv.index("eval")
+        args = parser.parse_args([*argv[:position], "info"])
+        if args.data_dir is not None:
+            import os
+
+            os.environ["ASSISTANT_DATA_DIR"] = str(args.data_dir)
+        return cmd_eval(args, argv[position + 1 :])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -24,6 +24,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from assistant import ingest as ingest_module
 from assistant.embedding import Embedder
 from assistant.ingest import IngestError, chunk_document, discover, doc_id_for, load_document
 from assistant.lexical import LexicalIndex
@@ -120,8 +121,10 @@ class Index:
     # ------------------------------------------------------------------ reading
     @property
     def fingerprint(self) -> str:
+        """Embedder and chunker identity: the chunker part changes with the ingest code itself."""
         s = self.settings
-        return f"v{INGEST_VERSION}|{self.embedder.name}|{s.chunk_chars}|{s.chunk_overlap_chars}"
+        code = hashlib.sha256(Path(ingest_module.__file__).read_bytes()).hexdigest()[:12]
+        return f"{self.embedder.name}|v{INGEST_VERSION}-{code}|{s.chunk_chars}|{s.chunk_overlap_chars}"
 
     def exists(self) -> bool:
         return (self.root / "CURRENT").exists()
@@ -205,6 +208,7 @@ class Index:
         old_files = dict(previous.files) if previous else {}
         old_chunks = dict(previous.chunks) if previous else {}
         same_config = previous is not None and previous.fingerprint == self.fingerprint
+        same_embedder = previous is None or previous.fingerprint.split("|")[0] == self.embedder.name
 
         paths: list[Path] = []
         for source in sources:
@@ -266,9 +270,9 @@ class Index:
         report.removed = len(set(old_chunks) - set(new_chunks))
 
         # 1. vectors for chunks the store does not hold yet (crash leftovers are reused)
-        if previous is not None and not same_config:  # new embedder or chunking: start the vectors afresh
+        if not same_embedder:  # vectors of another model are useless: start afresh
             self.store.delete(sorted(self.store.ids()))
-        in_store = self.store.ids()
+        in_store = self.store.ids()  # a new chunker reuses the vectors of chunks it cuts identically
         missing = [c for c in new_chunks.values() if c.id not in in_store]
         self._embed_and_upsert(missing, progress)
         report.embedded = len(missing)

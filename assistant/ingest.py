@@ -381,14 +381,16 @@ def chunk_document(document: Document, max_chars: int = 900, overlap_chars: int 
     def flush() -> None:
         if section_units:
             titles = [title for _, title in stack]
-            if titles and titles[0] == document.title:  # the document title is not a section
+            if titles and titles[0] in (document.title, top_title):  # the document title is not a section
                 titles = titles[1:]
             section = " > ".join(titles)
             for start, end in _pack(section_units, max_chars, overlap_chars):
                 chunks.append(_make_chunk(document, section, start, end, seen))
         section_units.clear()
 
-    for block in _blocks(text, document.kind):
+    blocks = _blocks(text, document.kind)
+    top_title = blocks[0].title if blocks and blocks[0].kind == "heading" else None
+    for block in blocks:
         if block.kind == "heading":
             flush()
             while stack and stack[-1][0] >= block.level:

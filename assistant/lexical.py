@@ -18,6 +18,33 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_FRENCH
 
 _EXTRA_STOPWORDS = {
+    # interrogatives and question scaffolding carry no evidence
+    "combien",
+    "pourquoi",
+    "lequel",
+    "laquelle",
+    "lesquels",
+    "lesquelles",
+    "est-ce",
+    "quoi",
+    "quid",
+    "cite",
+    "citez",
+    "donne",
+    "donnez",
+    "indique",
+    "indiquez",
+    "explique",
+    "expliquez",
+    "existe",
+    "many",
+    "much",
+    "why",
+    "when",
+    "where",
+    "tell",
+    "list",
+    "according",
     "a",
     "à",
     "afin",
@@ -85,7 +112,6 @@ _EXTRA_STOPWORDS = {
     "quelles",
     "quels",
     "qui",
-    "quoi",
     "sa",
     "sans",
     "se",
@@ -159,9 +185,13 @@ def _stemmer() -> Stemmer.Stemmer:
     return Stemmer.Stemmer("french")
 
 
+_INVERSION = re.compile(r"-(?:t-)?(?:il|elle|ils|elles|on|ce|je|tu|nous|vous|en|y)\b")
+
+
 def raw_tokens(text: str) -> list[str]:
-    """Lower-cased word tokens, elisions split (``l'État`` → ``état``)."""
+    """Lower-cased word tokens, elisions split (``l'État`` → ``état``), inversions dropped (``a-t-il`` → ``a``)."""
     text = unicodedata.normalize("NFC", text.lower()).replace("’", "'")
+    text = _INVERSION.sub("", text)
     return [t for t in _TOKEN.findall(text) if t]
 
 
@@ -214,3 +244,12 @@ class LexicalIndex:
             scores = np.where(mask, scores, 0.0)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(self.ids[i], float(scores[i])) for i in order if scores[i] > 0]
+
+    def document_frequency(self, term: str) -> float:
+        """Share of chunks containing the analysed ``term`` (0 when unknown)."""
+        vocab = self._retriever.vocab_dict
+        position = vocab.get(term)
+        if position is None or not self.ids:
+            return 0.0
+        indptr = self._retriever.scores["indptr"]
+        return float(indptr[position + 1] - indptr[position]) / len(self.ids)

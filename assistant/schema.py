@@ -115,6 +115,8 @@ class Answer:
     backend: str = ""
     timings: Timings = field(default_factory=Timings)
     refusal_reason: str = ""
+    raw_text: str = ""  # the model's own words before citations were checked
+    dropped: list[str] = field(default_factory=list)  # answer sentences no source supported
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,4 +129,6 @@ class Answer:
             "citations": [c.to_dict() for c in self.citations],
             "sources": [s.to_dict() for s in self.sources],
             "timings": self.timings.to_dict(),
+            "raw_text": self.raw_text,
+            "dropped": self.dropped,
         }

@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     ollama_model: str = "qwen2.5:1.5b"
     n_ctx: int = 4096
     n_threads: int = 2
-    max_answer_tokens: int = 220
+    llm_sources: int = 3
+    max_answer_tokens: int = 200
     temperature: float = 0.0
     max_question_chars: int = 1000
 
