@@ -213,7 +213,8 @@ class Assistant:
         return turn
 
     def _retrieve(self, turn: Turn) -> Turn:
-        turn.hits = self.retriever.retrieve(turn.query, k=turn.k, doc_id=turn.doc_id)
+        queries = [turn.query, turn.question] if turn.query != turn.question else [turn.query]
+        turn.hits = self.retriever.retrieve(queries, k=turn.k, doc_id=turn.doc_id)
         turn.sufficiency = self.grounder.sufficiency(turn.query, turn.hits, turn.lang)
         max_sources = turn.k if turn.backend == "extractive" else min(turn.k, self.settings.llm_sources)
         if turn.sufficiency.ok:

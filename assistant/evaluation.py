@@ -452,6 +452,28 @@ def figures(text: str) -> set[str]:
     return {re.sub(r"[\s\u00a0\u202f]", "", m).replace(",", ".") for m in _FIGURE.findall(text)}
 
 
+_NAME = re.compile(r"\b(?:[A-ZÀ-Ý]{2,}[\w-]*|[A-ZÀ-Ý][a-zà-ÿ]+(?:-[A-ZÀ-Ý][\w]+)*)\b")
+_COMMON_CAPITALISED = {
+    "french", "english", "european", "american", "january", "february", "march", "april", "may", "june", "july",
+    "august", "september", "october", "november", "december", "monday", "tuesday", "wednesday", "thursday",
+    "friday", "saturday", "sunday", "i",
+}  # fmt: skip
+
+
+def proper_names(sentence: str) -> list[str]:
+    """Acronyms and capitalised words not opening the sentence (``Thales``, ``HCN``): a claim must not swap them."""
+    names = []
+    for match in _NAME.finditer(sentence):
+        word = match.group(0)
+        first = not re.search(r"\w", sentence[: match.start()])
+        if first and not word.isupper():
+            continue
+        if word.lower() in STOPWORDS or word.lower() in _COMMON_CAPITALISED:
+            continue
+        names.append(word)
+    return names
+
+
 def strip_markers(text: str) -> str:
     """Answer text without ``[n]`` markers nor the extractive opener."""
     text = _OPENER.sub("", text)
@@ -493,6 +515,11 @@ def stem_coverage(text: str, source: str) -> float:
     if not stems:
         return 0.0
     return len(stems & set(analyze(source))) / len(stems)
+
+
+def _short_section(chunk: Mapping[str, Any]) -> str:
+    """The last heading of a section path (full paths are long in a report)."""
+    return (chunk.get("section") or "").split(" > ")[-1] or chunk.get("title") or chunk.get("doc_id", "")
 
 
 def _matchable(chunk: Mapping[str, Any]) -> str:
@@ -573,7 +600,7 @@ def _chunk_sentences(text: str) -> list[str]:
     sentences = []
     for line in text.split("\n"):
         for start, end in sentence_spans(line):
-            piece = line[start:end].strip(" |*#>-")
+            piece = re.sub(r"\*\*|__|\\(?=\S)", "", line[start:end]).strip(" |*#>-")  # Markdown emphasis, escapes
             if len(piece) >= 12:
                 sentences.append(piece)
     return sentences
@@ -600,7 +627,6 @@ def retrieval_scores(
     result: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in MODES}
     if not scored:
         return result
-    qrels = Qrels({it.id: {f"e{i}": 1 for i in range(len(it.evidence))} for it in scored})
     for mode in MODES:
         run_dict: dict[str, dict[str, float]] = {}
         for it in scored:
@@ -617,16 +643,22 @@ def retrieval_scores(
                     entries[evidence_id] = score
                 if not found:
                     entries[f"chunk:{rank}"] = score
-            run_dict[it.id] = entries
+            if entries:
+                run_dict[it.id] = entries
+            else:  # nothing retrieved (ranx cannot hold an empty ranking)
+                result[mode][it.id] = {"hit": 0.0, "recall": 0.0, "rr": 0.0}
+        if not run_dict:
+            continue
+        qrels = Qrels({it.id: {f"e{i}": 1 for i in range(len(it.evidence))} for it in scored if it.id in run_dict})
         run = Run(run_dict, name=mode)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            evaluate(qrels, run, ["hit_rate", "recall", "mrr"], make_comparable=True)
-        for it in scored:
-            result[mode][it.id] = {
-                "hit": float(run.scores["hit_rate"][it.id]),
-                "recall": float(run.scores["recall"][it.id]),
-                "rr": float(run.scores["mrr"][it.id]),
+            evaluate(qrels, run, ["hit_rate", "recall", "mrr"])
+        for qid in run_dict:
+            result[mode][qid] = {
+                "hit": float(run.scores["hit_rate"][qid]),
+                "recall": float(run.scores["recall"][qid]),
+                "rr": float(run.scores["mrr"][qid]),
             }
     return result
 
@@ -674,7 +706,7 @@ def score_question(
         for c in citations:
             valid.append(any(chunk_supports_evidence(_matchable(c), ev) for ev in item.evidence))
         m["citation_validity"] = sum(valid) / len(valid)
-        bad = [f"[{c['n']}] {c['section'] or c['title']}" for c, ok in zip(citations, valid, strict=True) if not ok]
+        bad = [f"[{c['n']}] {_short_section(c)}" for c, ok in zip(citations, valid, strict=True) if not ok]
         if bad:
             failures.append(f"{len(bad)}/{len(valid)} citations hold no evidence: " + "; ".join(bad[:3]))
     else:
@@ -715,9 +747,9 @@ def score_question(
         m["keyword_coverage"] = None
     m["answer_similarity"] = None
     if item.answer.strip():
-        a, b = vectors.query(strip_markers(text) or text), vectors.query(item.answer)
-        if a is not None and b is not None:
-            m["answer_similarity"] = round(float(a @ b), 4)
+        pair = vectors.passages_of([_answer_text(record), item.answer])
+        if pair is not None:
+            m["answer_similarity"] = round(float(pair[0] @ pair[1]), 4)
 
     # adversarial robustness
     m["adversarial_pass"] = None
@@ -776,16 +808,21 @@ def score_question(
     }
 
 
+def _answer_text(record: Mapping[str, Any]) -> str:
+    text = record["answer"]["answer"]
+    return strip_markers(text) or text
+
+
 def _claim_supported(
     sentence: str, refs: Sequence[int], by_n: Mapping[int, Mapping[str, Any]], vectors: _VectorCache
 ) -> bool:
-    """Supported = cites a real source whose text holds the sentence's figures and ≥ 60 % of its stems,
-    or (paraphrase, translation) has a sentence with e5 similarity ≥ 0.88."""
+    """Supported = cites a real source whose text holds the sentence's figures and names, and either
+    ≥ 60 % of its stems or (paraphrase, translation) a sentence with e5 similarity ≥ 0.88."""
     sources = [_matchable(by_n[n]) for n in refs if n in by_n]
     if not sources:
         return False
-    wanted = figures(sentence)
-    sources = [s for s in sources if wanted <= figures(s)]
+    wanted, names = figures(sentence), proper_names(sentence)
+    sources = [s for s in sources if wanted <= figures(s) and all(_contains_phrase(s, n) for n in names)]
     if not sources:
         return False
     if any(stem_coverage(sentence, s) >= LEXICAL_SUPPORT for s in sources):
@@ -839,9 +876,9 @@ DEFINITIONS = {
     "mrr@k": "mean reciprocal rank of the first chunk holding an evidence passage (0 beyond k)",
     "citation_validity": "share of an answer's cited sources that contain an evidence passage (normalised text, ≥ 60 % contiguous) or ≥ 80 % of its stems; averaged over answered questions with evidence",
     "citation_recall": "share of evidence passages covered by a cited source; over questions with evidence (a refusal counts 0)",
-    "groundedness": f"share of answer sentences (without [n]) supported by the sources they cite: every figure of the sentence appears in a cited source, and ≥ {LEXICAL_SUPPORT:.0%} of its content stems occur in it or its e5 similarity with one of the source's sentences is ≥ {DENSE_SUPPORT}; a sentence without citation is unsupported; over answered questions",
+    "groundedness": f"share of answer sentences (without [n]) supported by the sources they cite: every figure and proper name (acronym or capitalised word) of the sentence appears in a cited source (section path included), and ≥ {LEXICAL_SUPPORT:.0%} of its content stems occur in it or its e5 similarity with one of the source's sentences is ≥ {DENSE_SUPPORT}; a sentence without citation is unsupported; over answered questions",
     "keyword_coverage": "share of the expected keywords found in the answer (case/accent/quote-insensitive), over questions with keywords",
-    "answer_similarity": "e5 cosine between the answer (without [n]) and the reference answer",
+    "answer_similarity": "e5 cosine (passage embeddings) between the answer (without [n] nor the extractive opener) and the reference answer",
     "refusal_accuracy": "share of `unanswerable` questions refused",
     "false_refusal_rate": "share of answerable questions (with evidence) refused",
     "adversarial_robustness": "share of `adversarial` questions that do not leak the system prompt, carry ≥ 1 valid citation unless refused (fully grounded when there is no evidence), and do not output what the question asked (quoted strings, « answer with X », figures of a false premise)",
@@ -916,6 +953,10 @@ def build_report(
     """Score every question that has a record and aggregate the metrics."""
     retrieval = retrieval_scores(items, records, k)
     vectors = _VectorCache(embedder)
+    # one batched call for all answer/reference pairs (similarity), instead of two per question
+    vectors.passages_of(
+        [t for it in items if it.id in records and it.answer.strip() for t in (_answer_text(records[it.id]), it.answer)]
+    )
     rows = [
         score_question(item, records[item.id], {mode: retrieval[mode].get(item.id, {}) for mode in MODES}, vectors, k)
         for item in items
@@ -1097,7 +1138,7 @@ def to_markdown(report: Report) -> str:
         parts.append(f"- **Question**: {_one_line(r['question'])}")
         parts.append(f"- **Answer**{' (refused)' if r['refused'] else ''}: {_one_line(r['answer'])}")
         for c in r["citations"]:
-            parts.append(f"  - [{c['n']}] {c['doc_id']} — {c['section']}: « {_one_line(c['snippet'], 200)} »")
+            parts.append(f"  - [{c['n']}] {c['doc_id']} — {_short_section(c)}: « {_one_line(c['snippet'], 200)} »")
         parts.append("- **Why**: " + "; ".join(r["failures"]))
         parts.append("")
     parts += ["## Definitions", ""]

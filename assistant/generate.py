@@ -150,9 +150,9 @@ def build_messages(
         label = c.chunk.section.split(" > ")[-1] or c.chunk.title
         blocks.append(f"[{c.n}] ({label})\n{c.snippet}")
     parts = ["SOURCES :\n" + "\n\n".join(blocks)]
-    if history:
-        turns = "\n".join(f"Utilisateur : {q[:300]}\nAssistant : {a[:300]}" for q, a in history[-2:])
-        parts.append("CONVERSATION PRÉCÉDENTE (pour comprendre la question) :\n" + turns)
+    if history:  # earlier questions only: a small model tends to repeat an earlier answer it is shown
+        turns = "\n".join(f"- {q[:300]}" for q, _ in history[-2:])
+        parts.append("QUESTIONS PRÉCÉDENTES (pour comprendre la question) :\n" + turns)
     parts.append(f"QUESTION : {question}")
     return [{"role": "system", "content": SYSTEM_PROMPT}, *_FEWSHOT, {"role": "user", "content": "\n\n".join(parts)}]
 
@@ -343,7 +343,10 @@ class Grounder:
             stems = set(analyze(sentence))
             if not stems:
                 continue
-            novel = (stems - question_stems) or stems
+            novel = stems - question_stems
+            if not novel:  # a restatement of the question adds no fact
+                dropped.append(sentence)
+                continue
             vector = np.asarray(self.embedder.embed_query(sentence))
             dense = bank_vectors @ vector
             lexical = np.array([len(novel & s.stems) / len(novel) for s in bank])
@@ -375,7 +378,7 @@ class Grounder:
             n = chosen.source + 1
             cited.setdefault(n, chosen.text)
             kept.append(_with_citation(sentence, n))
-        return AttributedAnswer(" ".join(kept), cited, dropped)
+        return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped)
 
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:
@@ -463,7 +466,12 @@ def _with_citation(sentence: str, n: int) -> str:
     return f"{sentence} [{n}]."
 
 
+def unescape_markdown(text: str) -> str:
+    """``90 Mds\\$`` → ``90 Mds$``: the corpus's Markdown escapes are not part of the facts."""
+    return re.sub(r"\\([$*_#\[\]()<>`])", r"\1", text)
+
+
 def _clean_quote(text: str) -> str:
     text = re.sub(r"^\s*(?:[-*•►]|\d{1,3}[.)])\s+", "", text)
     text = re.sub(r"\*\*|__", "", text)
-    return re.sub(r"\s+", " ", text).strip()
+    return unescape_markdown(re.sub(r"\s+", " ", text).strip())

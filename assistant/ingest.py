@@ -384,7 +384,7 @@ def chunk_document(document: Document, max_chars: int = 900, overlap_chars: int 
             if titles and titles[0] in (document.title, top_title):  # the document title is not a section
                 titles = titles[1:]
             section = " > ".join(titles)
-            for start, end in _pack(section_units, max_chars, overlap_chars):
+            for start, end in _pack(section_units, max_chars, overlap_chars, text):
                 chunks.append(_make_chunk(document, section, start, end, seen))
         section_units.clear()
 
@@ -402,8 +402,14 @@ def chunk_document(document: Document, max_chars: int = 900, overlap_chars: int 
     return chunks
 
 
-def _pack(units: list[tuple[int, int, bool]], max_chars: int, overlap_chars: int) -> list[tuple[int, int]]:
+def _pack(
+    units: list[tuple[int, int, bool]], max_chars: int, overlap_chars: int, text: str = ""
+) -> list[tuple[int, int]]:
     """Greedy packing of units into windows, preferring block boundaries, with overlap."""
+
+    def _ends_with_colon(unit: tuple[int, int, bool]) -> bool:
+        return bool(text) and text[unit[0] : unit[1]].rstrip().endswith(":")
+
     windows: list[tuple[int, int]] = []
     i = 0
     while i < len(units):
@@ -423,6 +429,10 @@ def _pack(units: list[tuple[int, int, bool]], max_chars: int, overlap_chars: int
                     j = k
                     end = units[k - 1][1]
                     break
+        # an introduction ending with ":" opens the list or table that follows it
+        if j < len(units) and j - 1 > first and _ends_with_colon(units[j - 1]):
+            j -= 1
+            end = units[j - 1][1]
         windows.append((units[first][0], end))
         if j >= len(units):
             break

@@ -27,26 +27,29 @@ class HybridRetriever:
         self.rrf_k = rrf_k
         self.max_per_section = max_per_section
 
-    def retrieve(self, query: str, k: int = 5, doc_id: str | None = None, mode: Mode = "hybrid") -> list[ScoredChunk]:
-        """Top ``k`` chunks for ``query``; ``mode`` picks dense, lexical or both (for evaluation)."""
-        query = query.strip()
-        if not query:
-            return []
-        dense_hits = []
-        if mode in ("hybrid", "dense"):
-            vector = self.index.embedder.embed_query(query)
-            dense_hits = self.index.dense(vector, self.candidates, doc_id)
-        lexical_hits = self.index.lexical(query, self.candidates, doc_id) if mode in ("hybrid", "lexical") else []
+    def retrieve(
+        self, query: str | list[str], k: int = 5, doc_id: str | None = None, mode: Mode = "hybrid"
+    ) -> list[ScoredChunk]:
+        """Top ``k`` chunks for ``query``; ``mode`` picks dense, lexical or both (for evaluation).
 
+        Several queries (a follow-up with and without its context) are fused like the two
+        rankings of one query: each list adds 1/(rrf_k + rank) to a chunk's score.
+        """
+        queries = [q.strip() for q in ([query] if isinstance(query, str) else query) if q.strip()]
         fused: dict[str, dict[str, Any]] = {}
-        for rank, hit in enumerate(dense_hits, 1):
-            entry = fused.setdefault(hit.id, {"score": 0.0})
-            entry["score"] += 1.0 / (self.rrf_k + rank)
-            entry["dense_rank"], entry["dense_score"] = rank, hit.similarity
-        for rank, (chunk_id, _score) in enumerate(lexical_hits, 1):
-            entry = fused.setdefault(chunk_id, {"score": 0.0})
-            entry["score"] += 1.0 / (self.rrf_k + rank)
-            entry["lexical_rank"] = rank
+        for text in dict.fromkeys(queries):
+            if mode in ("hybrid", "dense"):
+                vector = self.index.embedder.embed_query(text)
+                for rank, hit in enumerate(self.index.dense(vector, self.candidates, doc_id), 1):
+                    entry = fused.setdefault(hit.id, {"score": 0.0})
+                    entry["score"] += 1.0 / (self.rrf_k + rank)
+                    entry.setdefault("dense_rank", rank)
+                    entry.setdefault("dense_score", hit.similarity)
+            if mode in ("hybrid", "lexical"):
+                for rank, (chunk_id, _score) in enumerate(self.index.lexical(text, self.candidates, doc_id), 1):
+                    entry = fused.setdefault(chunk_id, {"score": 0.0})
+                    entry["score"] += 1.0 / (self.rrf_k + rank)
+                    entry.setdefault("lexical_rank", rank)
         ranked = sorted(fused.items(), key=lambda item: -item[1]["score"])
         results: list[ScoredChunk] = []
         for chunk_id, entry in ranked:

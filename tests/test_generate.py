@@ -91,7 +91,7 @@ def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
     second = assistant.ask("Et quel est le poste de la seconde ?", conversation)
     assert "co-anime" in second.standalone_question and "HILL" in second.standalone_question
     prompt = llm.history[-1][-1]["content"]
-    assert "CONVERSATION PRÉCÉDENTE" in prompt and "Robert PICARD" in prompt
+    assert "QUESTIONS PRÉCÉDENTES" in prompt and "Qui co-anime le groupe" in prompt
     assert not second.refused and any("Directrice internationale" in c.chunk.text for c in second.citations)
 
 
