@@ -67,10 +67,13 @@ def discover(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"Corpus introuvable : {path}")
+    # every visible file is returned, so an unsupported one is reported rather than silently skipped
     return sorted(
         p
         for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and not p.name.startswith(".")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and not p.name.endswith(".meta.json")
     )
 
 

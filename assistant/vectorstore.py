@@ -97,15 +97,14 @@ class ChromaStore:
         if url:
             parsed = urlparse(url if "://" in url else f"http://{url}")
             host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 8000)
+        directory = persist_dir or settings.chroma_dir
+        self._where = f"serveur Chroma {host}:{port}" if host else f"Chroma local {directory}"
         try:
             if host:
                 self._client = chromadb.HttpClient(host=host, port=port, settings=chroma_settings)
-                self._where = f"serveur Chroma {host}:{port}"
             else:
-                directory = persist_dir or settings.chroma_dir
                 directory.mkdir(parents=True, exist_ok=True)
                 self._client = chromadb.PersistentClient(path=str(directory), settings=chroma_settings)
-                self._where = f"Chroma local {directory}"
             self._collection = self._client.get_or_create_collection(
                 settings.collection,
                 embedding_function=_ChromaEmbeddingFunction(embedder),  # type: ignore[arg-type]

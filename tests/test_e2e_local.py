@@ -33,14 +33,18 @@ def test_factual_answer_has_right_figure_and_valid_citation(local_assistant):
 
 
 def test_unanswerable_question_is_refused(local_assistant):
-    answer = local_assistant.ask("Quel est le taux de remboursement des applications numériques par l'Assurance maladie en 2024 ?")
+    answer = local_assistant.ask(
+        "Quel est le taux de remboursement des applications numériques par l'Assurance maladie en 2024 ?"
+    )
     assert answer.refused, answer.text
     assert answer.text.startswith("Le corpus ne contient pas cette information.") and answer.citations == []
 
 
 def test_followup_resolved_through_history(local_assistant):
     conversation = Conversation()
-    first = local_assistant.ask("Quelle croissance du marché de l'e-santé est attendue entre 2019 et 2023 ?", conversation)
+    first = local_assistant.ask(
+        "Quelle croissance du marché de l'e-santé est attendue entre 2019 et 2023 ?", conversation
+    )
     assert not first.refused, first.raw_text
     second = local_assistant.ask("Et quelle sera sa valeur en 2023 ?", conversation)  # "sa" = the e-health market
     assert "croissance du marché" in second.standalone_question  # searched with the previous question

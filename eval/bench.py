@@ -1,0 +1,116 @@
+"""Benchmarks on this machine (not tests): ingest time, hybrid query latency, answer latency.
+
+    python eval/bench.py [--skip-local] [--questions N] [--out docs/benchmarks.json]
+
+Ingest is measured on a fresh data dir (models already prepared, embedder loaded
+beforehand), then the re-ingest of the unchanged corpus. Query latency is the median of
+hybrid retrievals over the dev-set questions. Answer latency (time to first token, total)
+is measured per backend on answerable dev questions, after one warm-up question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from assistant.chat import Assistant
+from assistant.embedding import build_embedder
+from assistant.index import Index
+from assistant.retrieve import HybridRetriever
+from assistant.settings import PROJECT_ROOT, Settings
+
+
+def _questions(limit: int | None = None, answerable_only: bool = False) -> list[str]:
+    rows = [
+        json.loads(line)
+        for line in (PROJECT_ROOT / "eval" / "devset.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    rows = [r for r in rows if not r.get("history")]
+    if answerable_only:
+        rows = [r for r in rows if r["type"] in ("factual", "position", "synthesis")]
+    return [r["question"] for r in rows][:limit]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_ingest_and_query(settings: Settings) -> tuple[dict, Assistant]:
+    embedder = build_embedder(settings)
+    embedder.embed_passages(["échauffement"])
+    index = Index(settings, embedder)
+    started = time.perf_counter()
+    report = index.sync([settings.corpus_dir])
+    full = time.perf_counter() - started
+    started = time.perf_counter()
+    again = index.sync([settings.corpus_dir])
+    unchanged = time.perf_counter() - started
+    retriever = HybridRetriever(index, settings.candidates, settings.rrf_k, settings.max_chunks_per_section)
+    questions = _questions()
+    retriever.retrieve(questions[0])
+    latencies = []
+    for question in questions:
+        t = time.perf_counter()
+        retriever.retrieve(question, k=5)
+        latencies.append(time.perf_counter() - t)
+    result = {
+        "ingest_full_s": round(full, 2),
+        "ingest_chunks": report.chunks,
+        "ingest_unchanged_s": round(unchanged, 3),
+        "ingest_unchanged_embedded": again.embedded,
+        "hybrid_query_median_ms": round(1000 * statistics.median(latencies), 1),
+        "hybrid_query_p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+        "queries": len(latencies),
+    }
+    return result, Assistant(settings, index, retriever)
+
+
+def bench_answers(assistant: Assistant, backend: str, n: int) -> dict:
+    questions = _questions(n + 1, answerable_only=True)
+    assistant.ask(questions[0], backend=backend)  # warm-up: model load, prefix cache
+    first, total, refused = [], [], 0
+    for question in questions[1:]:
+        answer = assistant.ask(question, backend=backend)
+        total.append(answer.timings.total)
+        refused += answer.refused
+        if answer.timings.first_token is not None:
+            first.append(answer.timings.first_token)
+    return {
+        "backend": backend,
+        "questions": len(total),
+        "first_token_median_s": round(statistics.median(first), 2) if first else None,
+        "total_median_s": round(statistics.median(total), 2),
+        "total_p95_s": round(_percentile(total, 0.95), 2),
+        "refused": refused,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--questions", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "benchmarks.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp))
+        results, assistant = bench_ingest_and_query(settings)
+        print(json.dumps(results, indent=1))
+        results["answers"] = [bench_answers(assistant, "extractive", args.questions)]
+        print(json.dumps(results["answers"][-1], indent=1))
+        if not args.skip_local:
+            results["answers"].append(bench_answers(assistant, "local", args.questions))
+            print(json.dumps(results["answers"][-1], indent=1))
+    results["machine"] = "2 cores, no GPU (this sandbox)"
+    results["date"] = time.strftime("%Y-%m-%d %H:%M")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
