@@ -65,5 +65,5 @@ def test_index_and_search_through_a_chroma_server(chroma_server, make_settings, 
 def test_unreachable_server_gives_a_clear_error(make_settings, real_embedder):
     from assistant.vectorstore import StoreUnavailableError
 
-    with pytest.raises(StoreUnavailableError, match="serveur Chroma 127.0.0.1"):
+    with pytest.raises(StoreUnavailableError, match=r"serveur Chroma 127\.0\.0\.1"):
         Index(make_settings(chroma_url=f"http://127.0.0.1:{_free_port()}"), real_embedder)
