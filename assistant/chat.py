@@ -44,6 +44,10 @@ from assistant.settings import Settings
 TokenCallback = Callable[[str], None]
 
 
+class GenerationCancelledError(Exception):
+    """Raised inside the generation loop when the consumer of ``Assistant.stream`` stopped."""
+
+
 @dataclass
 class Conversation:
     """One user's dialogue; the web app keeps one per browser session."""
@@ -69,6 +73,7 @@ class Turn:
     doc_id: str | None = None
     on_token: TokenCallback | None = None
     lang: str = "fr"
+    standalone: str = ""
     query: str = ""
     hits: list[ScoredChunk] = field(default_factory=list)
     sources: list[PreparedSource] = field(default_factory=list)
@@ -100,20 +105,28 @@ def clean_question(question: str, max_chars: int) -> str:
     return text
 
 
-def condense(question: str, previous_queries: list[str], history: list[tuple[str, str]]) -> str:
-    """The search query for a turn: a follow-up is searched with the previous question, and a
-    short one ("Et pour la deuxième ?") also with the previous answer, whose names it refers to."""
-    if not previous_queries:
-        return question
-    parts = [previous_queries[-1]]
+def condense(question: str, previous_standalone: list[str], history: list[tuple[str, str]]) -> tuple[str, str]:
+    """(standalone question, search query) for a turn.
+
+    A follow-up is read together with the previous standalone question (bounded: a long
+    chain restarts from the previous raw question); a short one ("Et pour la deuxième ?")
+    is also *searched* with the previous answer, whose names and items it refers to.
+    """
+    if not previous_standalone:
+        return question, question
+    context = previous_standalone[-1]
+    if len(context) > 300 and history:
+        context = history[-1][0]
+    standalone = f"{context} {question}"
+    query = standalone
     if (
         len(raw_tokens(question)) <= 10
         and history
         and not history[-1][1].startswith((REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN))
     ):
-        parts.append(re.sub(r"\s*\[\d+\]", "", history[-1][1])[:300])
-    parts.append(question)
-    return " ".join(parts)
+        previous_answer = re.sub(r"\s*\[\d+\]", "", history[-1][1])[:300]
+        query = f"{context} {previous_answer} {question}"
+    return standalone, query
 
 
 class Assistant:
@@ -189,10 +202,18 @@ class Assistant:
         """Yield text tokens as they are generated, then the final ``Answer`` (citations resolved)."""
         events: queue.Queue[object] = queue.Queue()
         done = object()
+        cancelled = threading.Event()
+
+        def on_token(token: str) -> None:
+            if cancelled.is_set():  # the caller went away: stop generating, free the model
+                raise GenerationCancelledError
+            events.put(token)
 
         def run() -> None:
             try:
-                events.put(self.ask(question, conversation, on_token=events.put, **options))  # type: ignore[arg-type]
+                events.put(self.ask(question, conversation, on_token=on_token, **options))  # type: ignore[arg-type]
+            except GenerationCancelledError:
+                pass
             except BaseException as exc:  # handed to the caller's thread
                 events.put(exc)
             finally:
@@ -200,22 +221,35 @@ class Assistant:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        while (event := events.get()) is not done:
-            if isinstance(event, BaseException):
-                raise event
-            yield event  # type: ignore[misc]
+        try:
+            while (event := events.get()) is not done:
+                if isinstance(event, BaseException):
+                    raise event
+                yield event  # type: ignore[misc]
+        finally:
+            cancelled.set()
 
     # ------------------------------------------------------------------ chain steps
     def _prepare(self, turn: Turn) -> Turn:
         turn.question = clean_question(turn.question, self.settings.max_question_chars)
         turn.lang = detect_language(turn.question)
-        turn.query = condense(turn.question, turn.previous_queries, turn.history)
+        turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
         return turn
 
     def _retrieve(self, turn: Turn) -> Turn:
         queries = [turn.query, turn.question] if turn.query != turn.question else [turn.query]
         turn.hits = self.retriever.retrieve(queries, k=turn.k, doc_id=turn.doc_id)
-        turn.sufficiency = self.grounder.sufficiency(turn.query, turn.hits, turn.lang)
+        # judge on the question's own terms; a bare follow-up ("Et en 2023 ?") leans on its context
+        own = self.grounder.sufficiency(turn.question, turn.hits, turn.lang)
+        if not own.ok and turn.standalone != turn.question and not own.missing_hard:
+            # a follow-up may lean on its context, unless its own words are foreign to the corpus
+            # ("la recette de la tarte tatin" after a question on funding); the checks after
+            # generation still apply
+            with_context = self.grounder.sufficiency(turn.standalone, turn.hits, turn.lang)
+            if not with_context.missing_hard and self.grounder.known_share(own.key_terms) >= 0.5:
+                own = with_context
+                own.ok = True
+        turn.sufficiency = own
         max_sources = turn.k if turn.backend == "extractive" else min(turn.k, self.settings.llm_sources)
         if turn.sufficiency.ok:
             turn.sources = self.grounder.select_sources(turn.question, turn.hits, max_sources)
@@ -280,7 +314,7 @@ class Assistant:
             refused=refused,
             citations=citations,
             sources=sources,
-            standalone_question=turn.query,
+            standalone_question=turn.standalone,
             backend=turn.backend,
             timings=Timings(
                 retrieval=round(turn.retrieval_seconds, 3),

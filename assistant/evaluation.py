@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from assistant.chat import Conversation
+from assistant.errors import BackendUnavailableError
 from assistant.evidence import contains_evidence, normalize
 from assistant.generate import REFUSAL_SENTINEL_EN, REFUSAL_SENTINEL_FR, SYSTEM_PROMPT, detect_language
 from assistant.ingest import sentence_spans
@@ -46,7 +47,7 @@ from assistant.schema import Answer
 
 KNOWN_TYPES = ("factual", "position", "synthesis", "unanswerable", "followup", "adversarial")
 MODES = ("dense", "lexical", "hybrid")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 LEXICAL_SUPPORT = 0.6
 """A sentence is supported when ≥ 60 % of its content stems occur in a cited source…"""
@@ -274,16 +275,39 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _RecordingRetriever:
+    """Stands in for the assistant's retriever during ``ask`` to capture the exact query the
+    pipeline searched (a follow-up may search several), so the three modes are compared on it."""
+
+    def __init__(self, inner: _Retriever) -> None:
+        self.inner = inner
+        self.queries: list[Any] = []
+
+    def retrieve(self, query: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        self.queries.append(query)
+        return self.inner.retrieve(query, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def ask_item(assistant: AssistantLike, item: EvalItem, backend: str, k: int) -> dict[str, Any]:
-    """Run one question through the chat pipeline, then the three retrieval modes on its query."""
+    """Run one question through the chat pipeline, then the three retrieval modes on the query it searched."""
     conversation = conversation_from_history(item.history)
-    started = time.perf_counter()
-    # a token callback makes every backend report its first-token time, as in the chat
-    answer = assistant.ask(item.question, conversation, backend=backend, k=k, on_token=lambda _token: None)
-    wall = time.perf_counter() - started
-    query = answer.standalone_question or item.question
-    retrieval: dict[str, list[dict[str, Any]]] = {}
     retriever = getattr(assistant, "retriever", None)
+    recorder = _RecordingRetriever(retriever) if retriever is not None else None
+    started = time.perf_counter()
+    if recorder is not None:
+        assistant.retriever = recorder
+    try:
+        # a token callback makes every backend report its first-token time, as in the chat
+        answer = assistant.ask(item.question, conversation, backend=backend, k=k, on_token=lambda _token: None)
+    finally:
+        if recorder is not None:
+            assistant.retriever = recorder.inner
+    wall = time.perf_counter() - started
+    query: Any = recorder.queries[0] if recorder and recorder.queries else (answer.standalone_question or item.question)
+    retrieval: dict[str, list[dict[str, Any]]] = {}
     if retriever is not None:
         for mode in MODES:
             hits = retriever.retrieve(query, k=k, mode=mode)
@@ -298,6 +322,7 @@ def ask_item(assistant: AssistantLike, item: EvalItem, backend: str, k: int) -> 
         "backend": backend,
         "k": k,
         "answer": answer.to_dict(),
+        "search_query": query,
         "retrieval": retrieval,
         "wall_seconds": round(wall, 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -381,7 +406,7 @@ def run_eval(
     problems: Sequence[str] = (),
     dataset: str = "",
     embedder: _Embedder | None = None,
-    stop_on: tuple[type[BaseException], ...] = (),
+    stop_on: tuple[type[BaseException], ...] = (BackendUnavailableError,),
 ) -> Report:
     """Evaluate ``items`` (the first ``limit``), caching each answer; write the report files to ``out_dir``.
 
@@ -792,6 +817,7 @@ def score_question(
         "refused": refused,
         "refusal_reason": answer.get("refusal_reason", ""),
         "standalone_question": answer.get("standalone_question", ""),
+        "search_query": record.get("search_query"),
         "citations": [
             {
                 "n": c["n"],
@@ -871,7 +897,7 @@ HEADLINE = (
 )
 
 DEFINITIONS = {
-    "hit@k": "share of answerable questions with ≥ 1 evidence passage in the top-k chunks (hybrid retrieval of the pipeline's standalone query)",
+    "hit@k": "share of answerable questions with ≥ 1 evidence passage in the top-k chunks (hybrid retrieval of the query the pipeline searched)",
     "recall@k": "share of a question's evidence passages found in the top-k chunks, averaged",
     "mrr@k": "mean reciprocal rank of the first chunk holding an evidence passage (0 beyond k)",
     "citation_validity": "share of an answer's cited sources that contain an evidence passage (normalised text, ≥ 60 % contiguous) or ≥ 80 % of its stems; averaged over answered questions with evidence",
@@ -1106,7 +1132,7 @@ def to_markdown(report: Report) -> str:
         "",
         "## Retrieval: dense vs lexical (BM25) vs hybrid (RRF)",
         "",
-        "Same standalone query as the pipeline, top-k chunks, evidence matched by normalised text; "
+        "Same search query as the pipeline (recorded during the run), top-k chunks, evidence matched by normalised text; "
         f"computed with {meta.get('retrieval_library', 'ranx')}.",
         "",
         _modes_table(report.retrieval_modes["overall"], k),
@@ -1389,7 +1415,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from assistant.chat import Assistant
-    from assistant.errors import BackendUnavailableError, UserFacingError, friendly
+    from assistant.errors import UserFacingError, friendly
     from assistant.settings import Settings
 
     overrides: dict[str, Any] = {}

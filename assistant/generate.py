@@ -253,6 +253,12 @@ class Grounder:
                 terms.append(stem)
         return terms
 
+    def known_share(self, terms: Sequence[str]) -> float:
+        """Share of ``terms`` that occur somewhere in the corpus (1.0 when there are none)."""
+        if not terms:
+            return 1.0
+        return sum(self.lexical.document_frequency(t) > 0 for t in terms) / len(terms)
+
     def sufficiency(self, question: str, hits: Sequence[ScoredChunk], lang: str = "fr") -> Sufficiency:
         """Whether the retrieved text could answer: its figures and names present, its topic covered.
 
@@ -285,12 +291,17 @@ class Grounder:
 
     # -------------------------------------------------------------- sources
     def select_sources(self, question: str, hits: Sequence[ScoredChunk], max_sources: int) -> list[PreparedSource]:
-        """Number the best chunks and cut each to its most relevant sentences (≤ ``snippet_chars``)."""
-        sources: list[PreparedSource] = []
+        """Keep the ``max_sources`` chunks whose best sentence fits the question, each cut to its
+        most relevant sentences (≤ ``snippet_chars``), numbered in order of relevance.
+
+        Scoring sentences is a cheap re-ranking: a chunk whose one sentence answers the
+        question beats a chunk that is only on the same topic.
+        """
         query_stems = set(analyze(question))
         query_vector = np.asarray(self.embedder.embed_query(question))
-        for hit in hits[:max_sources]:
-            sentences = self._sentences(hit.chunk, len(sources))
+        candidates: list[tuple[float, Chunk, list[_Sentence], str]] = []
+        for rank, hit in enumerate(hits):
+            sentences = self._sentences(hit.chunk, 0)
             if not sentences:
                 continue
             vectors = np.asarray(self.embedder.embed_passages([s.text for s in sentences]))
@@ -310,7 +321,13 @@ class Grounder:
                 used += length
             keep.sort()
             snippet = " … ".join(_join_adjacent(sentences, keep))
-            sources.append(PreparedSource(Citation(len(sources) + 1, hit.chunk, snippet), sentences))
+            candidates.append((max(scores) - 0.01 * rank, hit.chunk, sentences, snippet))
+        candidates.sort(key=lambda item: -item[0])
+        sources: list[PreparedSource] = []
+        for number, (_score, chunk, sentences, snippet) in enumerate(candidates[:max_sources], 1):
+            for sentence in sentences:
+                sentence.source = number - 1
+            sources.append(PreparedSource(Citation(number, chunk, snippet), sentences))
         return sources
 
     def _sentences(self, chunk: Chunk, source_index: int) -> list[_Sentence]:

@@ -360,6 +360,40 @@ def test_groundedness_uses_the_embedder_for_paraphrases(real_embedder, tmp_path:
     assert 0.7 < row["metrics"]["answer_similarity"] <= 1.0
 
 
+def test_retrieval_modes_use_the_query_the_pipeline_searched(tmp_path: Path) -> None:
+    class Searching(FakeAssistant):
+        """Searches like a follow-up: the question with and without its context."""
+
+        def ask(self, question: str, conversation: Conversation | None = None, **options: Any) -> Answer:
+            self.retriever.retrieve(["contexte " + question, question], k=options["k"])
+            return super().ask(question, conversation, **options)
+
+    seen: list[Any] = []
+
+    class Recording(FakeRetriever):
+        def retrieve(
+            self, query: Any, k: int = 5, doc_id: str | None = None, mode: str = "hybrid"
+        ) -> list[ScoredChunk]:
+            seen.append((query, mode))
+            return super().retrieve(query[-1] if isinstance(query, list) else query, k, doc_id, mode)
+
+    items, _ = load_questions_from(tmp_path, QUESTIONS[:1])
+    fake = Searching()
+    inner = fake.retriever = Recording(fake.by_question)
+    report = run_eval(fake, items, "fake", out_dir=tmp_path / "out", progress=False, plots=False)
+    question = QUESTIONS[0]["question"]
+    assert seen == [([f"contexte {question}", question], mode) for mode in ("hybrid", "dense", "lexical", "hybrid")]
+    assert fake.retriever is inner  # restored after the run
+    assert report.questions[0]["search_query"] == [f"contexte {question}", question]
+    assert report.metrics["mrr@5"] == 0.5
+
+
+def load_questions_from(tmp_path: Path, rows: Sequence[dict[str, Any]]) -> tuple[list[EvalItem], list[str]]:
+    path = tmp_path / "subset.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    return load_questions(path)
+
+
 # --------------------------------------------------------------------------- cache and resume
 
 

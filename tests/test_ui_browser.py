@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from assistant.chat import Assistant  # noqa: E402
-from assistant.index import Index  # noqa: E402
-from assistant.retrieve import HybridRetriever  # noqa: E402
-from assistant.settings import PROJECT_ROOT, Settings  # noqa: E402
+from assistant.chat import Assistant
+from assistant.index import Index
+from assistant.retrieve import HybridRetriever
+from assistant.settings import PROJECT_ROOT, Settings
 
 pytestmark = [
     pytest.mark.browser,
@@ -176,7 +176,10 @@ def test_answer_with_citation_and_source_card(page: Page) -> None:
 
     page.locator("#asd-sources").evaluate("panel => panel.scrollTo(0, panel.scrollHeight)")
     links.last.click()
-    expect(page.locator(links.last.get_attribute("href") or "")).to_be_in_viewport()
+    clicked = page.locator(links.last.get_attribute("href") or "")
+    expect(clicked).to_be_in_viewport()
+    expect(clicked).to_have_class(re.compile("asd-flash"))  # our handler ran…
+    assert len(page.context.pages) == 1  # …and the link did not open a new tab
 
     page.locator("#asd-copy").click()
     page.get_by_text("Réponse au format Markdown").click()
@@ -209,6 +212,18 @@ def test_invalid_question_gets_a_friendly_message(page: Page) -> None:
     error = _last_bot_message(page).locator(".asd-error")
     expect(error).to_contain_text("aucun mot")
     expect(error).not_to_contain_text("Traceback")
+
+
+def test_unreachable_backend_gets_a_friendly_message(page: Page) -> None:
+    page.get_by_text("Options avancées").click()
+    page.locator("#asd-backend").get_by_text("Serveur compatible OpenAI").click()  # no server configured
+    _ask(page, ANSWERABLE)
+    _wait_for_answer(page)
+    error = _last_bot_message(page).locator(".asd-error")
+    expect(error).to_contain_text("indisponible")
+    expect(error).to_contain_text("Extractif")
+    expect(error).not_to_contain_text("Traceback")
+    expect(page.locator("#asd-question textarea")).to_be_editable()  # the page is usable again
 
 
 def test_new_conversation_clears_history(page: Page) -> None:
@@ -257,6 +272,17 @@ def test_upload_rejects_a_fake_pdf(page: Page, running_app: RunningApp) -> None:
     page.locator("#asd-add").click()
     status = page.locator("#asd-upload-status .asd-status-error")
     expect(status).to_contain_text("n'est pas un vrai PDF", timeout=30_000)
+    uploads = running_app.settings.uploads_dir
+    assert not uploads.exists() or not any(uploads.iterdir())
+
+
+def test_upload_over_the_size_limit_is_refused_in_french(page: Page, running_app: RunningApp) -> None:
+    page.get_by_role("tab", name="Corpus").click()
+    too_big = (running_app.settings.max_upload_mb + 1) * 1024 * 1024
+    page.locator("#asd-upload input[type=file]").set_input_files(
+        files=[{"name": "gros.txt", "mimeType": "text/plain", "buffer": b"a" * too_big}]
+    )
+    expect(page.locator("#asd-upload-guard")).to_contain_text("trop volumineux")
     uploads = running_app.settings.uploads_dir
     assert not uploads.exists() or not any(uploads.iterdir())
 
