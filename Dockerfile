@@ -1,0 +1,8 @@
+# The web app image used by docker-compose.yml (untested here: no Docker engine in this sandbox).
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake git && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY . .
+RUN scripts/setup.sh
+EXPOSE 7860
+CMD [".venv/bin/assistant", "serve", "--host", "0.0.0.0"]
