@@ -153,7 +153,7 @@ class Assistant:
     def from_settings(cls, settings: Settings, load_llm: bool = True, embedder: Embedder | None = None) -> Assistant:
         index = Index(settings, embedder or build_embedder(settings))
         index.load()
-        retriever = HybridRetriever(index, settings.candidates, settings.rrf_k, settings.max_chunks_per_section)
+        retriever = HybridRetriever.from_settings(index, settings)
         assistant = cls(settings, index, retriever)
         if load_llm and settings.backend != "extractive":
             assistant.llm(settings.backend)

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     candidates: int = 30
     rrf_k: int = 60
     max_chunks_per_section: int = 2
+    rrf_leaders: int = 2  # the top chunks of each ranking always make the cut
 
     # --- generation
     backend: Backend = "local"

@@ -51,7 +51,7 @@ def bench_ingest_and_query(settings: Settings) -> tuple[dict, Assistant]:
     started = time.perf_counter()
     again = index.sync([settings.corpus_dir])
     unchanged = time.perf_counter() - started
-    retriever = HybridRetriever(index, settings.candidates, settings.rrf_k, settings.max_chunks_per_section)
+    retriever = HybridRetriever.from_settings(index, settings)
     questions = _questions()
     retriever.retrieve(questions[0])
     latencies = []

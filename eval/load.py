@@ -33,7 +33,9 @@ def _free_port() -> int:
 
 
 def _questions() -> list[str]:
-    rows = [json.loads(line) for line in (ROOT / "eval" / "devset.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    rows = [
+        json.loads(line) for line in (ROOT / "eval" / "devset.jsonl").read_text(encoding="utf-8").splitlines() if line
+    ]
     return [r["question"] for r in rows if not r.get("history")]
 
 
@@ -104,7 +106,9 @@ def run(url: str, users: int, seconds: float, backend: str) -> dict:
         "error_samples": errors[:5],
         "refused": refused,
         "latency_p50_s": round(statistics.median(ordered), 2) if ordered else None,
-        "latency_p95_s": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 2) if ordered else None,
+        "latency_p95_s": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 2)
+        if ordered
+        else None,
         "throughput_per_min": round(60 * len(latencies) / wall, 1),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }

@@ -65,5 +65,4 @@ def corpus_index(tmp_path_factory, real_embedder) -> Index:
 
 @pytest.fixture(scope="session")
 def corpus_retriever(corpus_index) -> HybridRetriever:
-    s = corpus_index.settings
-    return HybridRetriever(corpus_index, s.candidates, s.rrf_k, s.max_chunks_per_section)
+    return HybridRetriever.from_settings(corpus_index, corpus_index.settings)

@@ -487,7 +487,7 @@ def test_retrieval_scores_count_each_evidence_once() -> None:
 def test_extractive_pipeline_on_the_dev_set_meets_the_floors(corpus_index, tmp_path: Path) -> None:
     """The whole dev set through the real extractive pipeline: a change that breaks grounding fails here."""
     settings = corpus_index.settings.model_copy(update={"backend": "extractive"})
-    retriever = HybridRetriever(corpus_index, settings.candidates, settings.rrf_k, settings.max_chunks_per_section)
+    retriever = HybridRetriever.from_settings(corpus_index, settings)
     assistant = Assistant(settings, corpus_index, retriever)
     items, problems = load_questions(DEVSET)
     assert not [p for p in problems if "skipped" in p]

@@ -89,7 +89,10 @@ def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
     assert not first.refused
     llm.enqueue("Nicole HILL est directrice internationale, secteur santé, chez Alcatel-Lucent Enterprise [1].")
     second = assistant.ask("Et quel est le poste de la seconde ?", conversation)
-    assert second.standalone_question == "Qui co-anime le groupe de travail sur la structuration de la filière ? Et quel est le poste de la seconde ?"
+    assert (
+        second.standalone_question
+        == "Qui co-anime le groupe de travail sur la structuration de la filière ? Et quel est le poste de la seconde ?"
+    )
     prompt = llm.history[-1][-1]["content"]
     assert "QUESTIONS PRÉCÉDENTES" in prompt and "Qui co-anime le groupe" in prompt
     assert not second.refused and any("Directrice internationale" in c.chunk.text for c in second.citations)
