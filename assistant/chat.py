@@ -293,8 +293,8 @@ class Assistant:
         elif turn.backend == "extractive":
             extracted = self.grounder.extract(turn.question, turn.sources, lang=turn.lang)
             text, cited = extracted.text, extracted.cited
+            turn.first_token_seconds = time.perf_counter() - turn.started  # the whole answer at once
             if turn.on_token and text:
-                turn.first_token_seconds = time.perf_counter() - turn.started
                 turn.on_token(text)
         elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < 200:
             refusal_reason = "le modèle juge que les sources ne répondent pas"
