@@ -18,6 +18,14 @@ from assistant.retrieve import HybridRetriever
 GOOD = "# Guide\n\n## Financement\n\nLe fonds Delta soutient les dispositifs de télésurveillance à hauteur de 2 millions d'euros.\n"
 
 
+def _guide_corpus(tmp_path: Path) -> Path:
+    """A one-document corpus that indexes cleanly."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "guide.md").write_text(GOOD, encoding="utf-8")
+    return corpus
+
+
 def _cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "assistant", *args], env=env, capture_output=True, text=True, timeout=timeout
@@ -70,9 +78,7 @@ def _bad_files(folder: Path) -> dict[str, str]:
 
 
 def test_bad_files_are_reported_and_the_rest_is_ingested(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "guide.md").write_text(GOOD, encoding="utf-8")
+    corpus = _guide_corpus(tmp_path)
     expected = _bad_files(corpus)
     result = _cli("ingest", str(corpus), "--json", env=_env(tmp_path / "data"))
     assert result.returncode == 1, result.stderr  # some files failed
@@ -86,9 +92,7 @@ def test_bad_files_are_reported_and_the_rest_is_ingested(tmp_path):
 
 
 def test_questions_that_are_unusable_get_a_message_not_a_traceback(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "guide.md").write_text(GOOD, encoding="utf-8")
+    corpus = _guide_corpus(tmp_path)
     env = _env(tmp_path / "data")
     assert _cli("ingest", str(corpus), env=env).returncode == 0
     for question in ["", "   ", "x" * 20000, "\x01\x02\x03\x1b\x7f"]:
@@ -112,9 +116,7 @@ def _corpus_with(folder: Path, n_docs: int) -> None:
 def test_sigkill_during_ingest_keeps_previous_index_and_next_ingest_repairs(
     tmp_path, real_embedder, make_settings, delay
 ):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "guide.md").write_text(GOOD, encoding="utf-8")
+    corpus = _guide_corpus(tmp_path)
     data = tmp_path / "data"
     env = _env(data)
     assert _cli("ingest", str(corpus), env=env).returncode == 0
@@ -148,9 +150,7 @@ def test_sigkill_during_ingest_keeps_previous_index_and_next_ingest_repairs(
 def test_second_concurrent_ingest_is_refused_with_a_clear_message(tmp_path):
     from filelock import FileLock
 
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "guide.md").write_text(GOOD, encoding="utf-8")
+    corpus = _guide_corpus(tmp_path)
     data = tmp_path / "data"
     (data / "index").mkdir(parents=True)
     with FileLock(str(data / "index" / ".lock")):
@@ -159,9 +159,7 @@ def test_second_concurrent_ingest_is_refused_with_a_clear_message(tmp_path):
 
 
 def test_corrupted_index_is_detected_at_start(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "guide.md").write_text(GOOD, encoding="utf-8")
+    corpus = _guide_corpus(tmp_path)
     data = tmp_path / "data"
     env = _env(data)
     assert _cli("ingest", str(corpus), env=env).returncode == 0
