@@ -327,3 +327,33 @@ def test_local_model_streams_a_cited_answer(page: Page, running_app: RunningApp)
     expect(message.locator(".asd-answer-meta")).to_contain_text("modèle local")
     assert message.locator("a.asd-cite").count() >= 1
     expect(page.locator("#asd-sources .asd-card").first).to_be_visible()
+
+
+def test_eight_concurrent_api_sessions_get_their_own_answers(running_app: RunningApp) -> None:
+    """Eight clients hit the app's HTTP API at once: no error, no answer given to the wrong caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    questions = [
+        "Qui co-anime le groupe de travail sur la structuration de la filière ?",
+        "Quelle croissance du marché de l'e-santé est attendue entre 2019 et 2023 ?",
+        "Quels fonds la stratégie veut-elle renforcer pour le financement late stage ?",
+        "Combien de personnes ont répondu à l'enquête du groupe de travail ?",
+        "Quelle date limite de réponse à la consultation ?",
+        "Quel rôle pour la Haute Autorité de santé dans l'évaluation des dispositifs ?",
+        "Quelle est la recette de la tarte tatin ?",
+        "Quelles difficultés financières pour les entreprises d'e-santé étudiées ?",
+    ]
+
+    def ask(question: str) -> dict:
+        client = Client(running_app.url, verbose=False)
+        return client.predict(question, "", "extractive", 5, api_name="/ask")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(ask, questions))
+    for question, result in zip(questions, results, strict=True):
+        assert "error" not in result, result
+        assert result["question"] == question
+        assert result["refused"] or result["citations"]
+    assert results[6]["refused"]  # the off-topic one
