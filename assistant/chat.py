@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from assistant.embedding import Embedder, build_embedder
+from assistant.embedding import build_embedder
 from assistant.errors import BackendUnavailableError, InvalidQuestionError
 from assistant.generate import (
     REFUSAL_SENTINEL_EN,
@@ -150,8 +150,8 @@ class Assistant:
         ).with_config(run_name="assistant-sante")
 
     @classmethod
-    def from_settings(cls, settings: Settings, load_llm: bool = True, embedder: Embedder | None = None) -> Assistant:
-        index = Index(settings, embedder or build_embedder(settings))
+    def from_settings(cls, settings: Settings, load_llm: bool = True) -> Assistant:
+        index = Index(settings, build_embedder(settings))
         index.load()
         retriever = HybridRetriever.from_settings(index, settings)
         assistant = cls(settings, index, retriever)

@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assistant.settings import Settings
+
+if TYPE_CHECKING:
+    from assistant.index import Index
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -25,16 +29,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def _open_index(settings: Settings) -> Index:
+    """The index with its embedder: the one e5 model a command loads."""
+    from assistant.embedding import build_embedder
     from assistant.index import Index
 
-    settings = _settings(args)
-    source = Path(args.path) if args.path else settings.corpus_dir
-    if not source.exists():
-        console.print(f"[red]Dossier ou fichier introuvable : {source}[/red]")
-        return 2
     with console.status("Chargement du modèle d'embeddings…"):
-        index = Index(settings, _embedder(settings))
+        return Index(settings, build_embedder(settings))
+
+
+def _sync(index: Index, source: Path, as_json: bool) -> int:
+    """Index ``source`` (plus uploads) with a progress bar and a summary; 1 when files failed."""
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bar:
@@ -45,8 +50,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 tasks[stage] = bar.add_task(stage.capitalize(), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        report = index.sync([source, settings.uploads_dir], progress=progress)
-    if args.json:
+        report = index.sync([source, index.settings.uploads_dir], progress=progress)
+    if as_json:
         out.print_json(data=report.to_dict())
     else:
         console.print(
@@ -58,6 +63,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for failure in report.failed:
             console.print(f"[red]Échec[/red] {failure.path} : {failure.reason}")
     return 1 if report.failed else 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    source = Path(args.path) if args.path else settings.corpus_dir
+    if not source.exists():
+        console.print(f"[red]Dossier ou fichier introuvable : {source}[/red]")
+        return 2
+    return _sync(_open_index(settings), source, args.json)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -206,20 +220,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from assistant.chat import Assistant
-    from assistant.index import Index
-
-    settings = _settings(args)
-    host = args.host or settings.host
-    port = args.port or settings.port
-    if not Index(settings, _embedder(settings)).exists():
-        console.print("Premier lancement : indexation du corpus…")
-        args.path, args.json = None, False
-        cmd_ingest(args)
-    with console.status("Chargement de l'assistant…"):
-        assistant = Assistant.from_settings(settings, load_llm=False, embedder=_embedder(settings))
+    from assistant.retrieve import HybridRetriever
     from ui.app import launch
 
-    launch(assistant, settings, host, port)
+    settings = _settings(args)
+    index = _open_index(settings)
+    if not index.exists():
+        console.print("Premier lancement : indexation du corpus…")
+        _sync(index, settings.corpus_dir, as_json=False)
+    index.load()
+    assistant = Assistant(settings, index, HybridRetriever.from_settings(index, settings))
+    launch(assistant, settings, args.host or settings.host, args.port or settings.port)
     return 0
 
 
@@ -227,18 +238,6 @@ def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
     from assistant.evaluation import main_eval
 
     return main_eval(rest)
-
-
-_EMBEDDERS: dict[str, object] = {}
-
-
-def _embedder(settings: Settings):
-    from assistant.embedding import build_embedder
-
-    key = settings.embedder
-    if key not in _EMBEDDERS:
-        _EMBEDDERS[key] = build_embedder(settings)
-    return _EMBEDDERS[key]
 
 
 def _add_answer_options(p: argparse.ArgumentParser) -> None:
@@ -293,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from assistant.errors import UserFacingError, friendly
+    from assistant.errors import UserFacingError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -312,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("Interrompu.")
         return 130
     except UserFacingError as exc:
-        console.print(f"[red]{friendly(exc)}[/red]")
+        console.print(f"[red]{exc}[/red]")
         return 2
 
 

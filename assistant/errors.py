@@ -24,7 +24,3 @@ UserFacingError = (
     BackendUnavailableError,
     FileNotFoundError,
 )
-
-
-def friendly(exc: BaseException) -> str:
-    return str(exc)

@@ -1085,20 +1085,11 @@ def headline_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+_NOT_PER_GROUP = {"recall@{k}", "latency_first_token_p50", "latency_first_token_p95", "latency_total_p95"}
+
+
 def _group_table(groups: Mapping[str, Mapping[str, Any]], k: int, label: str) -> str:
-    names = [
-        f"hit@{k}",
-        f"mrr@{k}",
-        "citation_validity",
-        "citation_recall",
-        "groundedness",
-        "keyword_coverage",
-        "answer_similarity",
-        "refusal_accuracy",
-        "false_refusal_rate",
-        "adversarial_robustness",
-        "latency_total_p50",
-    ]
+    names = [n.format(k=k) for n in HEADLINE if n not in _NOT_PER_GROUP]
     lines = [f"| {label} | n | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for key, group in groups.items():
         cells = [_fmt(group["metrics"].get(n), n) for n in names]
@@ -1415,7 +1406,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from assistant.chat import Assistant
-    from assistant.errors import UserFacingError, friendly
+    from assistant.errors import UserFacingError
     from assistant.settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -1447,7 +1438,7 @@ def main_eval(argv: Sequence[str] | None = None) -> int:
         console.print("Interrompu : relancez la même commande pour reprendre (réponses en cache).")
         return 130
     except UserFacingError as exc:
-        console.print(f"[red]{friendly(exc)}[/red]")
+        console.print(f"[red]{exc}[/red]")
         return 2
     print(headline_table(report))
     console.print(f"Rapport : {out / 'report.md'}")
