@@ -27,6 +27,7 @@ from assistant.errors import BackendUnavailableError, InvalidQuestionError
 from assistant.generate import (
     REFUSAL_SENTINEL_EN,
     REFUSAL_SENTINEL_FR,
+    AttributedAnswer,
     Grounder,
     PreparedSource,
     Sufficiency,
@@ -280,10 +281,16 @@ class Assistant:
         return turn
 
     def _finalize(self, turn: Turn) -> Turn:
+        """Attribute the model's answer in code; fall back to quoting the sources, or refuse.
+
+        A 1.5B model often refuses, or restates the question, although the answer is in its
+        sources. When it did not refuse but none of its sentences is supported, or when it
+        refused but one source sentence carries most of the question's key terms, the
+        answer quotes the best source sentences instead (``mode="extractive"``).
+        """
         refusal_reason = ""
-        text = ""
-        cited: dict[int, str] = {}
-        dropped: list[str] = []
+        result = AttributedAnswer("", {}, [])
+        mode = "generated"
         if not turn.hits:
             refusal_reason = "aucun passage trouvé"
         elif not turn.sources:
@@ -291,18 +298,27 @@ class Assistant:
             missing = ", ".join((suff.missing_hard if suff else [])[:4])
             refusal_reason = "termes clés absents des passages" + (f" ({missing})" if missing else "")
         elif turn.backend == "extractive":
-            extracted = self.grounder.extract(turn.question, turn.sources, lang=turn.lang)
-            text, cited = extracted.text, extracted.cited
+            result, mode = self._quote(turn), "extractive"
             turn.first_token_seconds = time.perf_counter() - turn.started  # the whole answer at once
-            if turn.on_token and text:
-                turn.on_token(text)
+            if turn.on_token and result.text:
+                turn.on_token(result.text)
+            refusal_reason = "aucune phrase des sources ne donne le chiffre demandé"
         elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < 200:
             refusal_reason = "le modèle juge que les sources ne répondent pas"
+            if self.grounder.evidence_strength(turn.standalone, turn.sources) >= self.settings.overrule_refusal_at:
+                result, mode = self._quote(turn), "extractive"
         else:
-            attributed = self.grounder.attribute(turn.raw_answer, turn.sources, turn.lang, turn.question)
-            text, cited, dropped = attributed.text, attributed.cited, attributed.dropped
-            if not text:
-                refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
+            result = self.grounder.attribute(turn.raw_answer, turn.sources, turn.lang, turn.question)
+            refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
+            if not result.text:
+                dropped = result.dropped
+                result, mode = self._quote(turn), "extractive"
+                result.dropped = dropped
+        text, cited, dropped = result.text, result.cited, result.dropped
+        if text:
+            refusal_reason = ""
+        else:
+            mode = "refused"
         sources = [s.citation for s in turn.sources]
         refused = not text
         if refused:
@@ -324,8 +340,12 @@ class Assistant:
             refusal_reason=refusal_reason,
             raw_text=turn.raw_answer,
             dropped=dropped,
+            mode=mode,
         )
         return turn
+
+    def _quote(self, turn: Turn) -> AttributedAnswer:
+        return self.grounder.extract(turn.standalone, turn.sources, lang=turn.lang)
 
     def refusal_text(self, turn: Turn) -> str:
         """A plain refusal that says what the corpus does cover."""

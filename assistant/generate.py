@@ -17,8 +17,9 @@ README), so the checks live here, in code:
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -101,7 +102,8 @@ REFUSAL_SENTINEL_FR = "Le corpus ne contient pas cette information."
 REFUSAL_SENTINEL_EN = "The corpus does not contain this information."
 _REFUSAL_MARKERS = re.compile(
     r"ne contient pas|ne contiennent pas|pas d'information|aucune information|ne (?:permet|permettent) pas de"
-    r"|n'(?:est|sont) pas (?:mentionn|précis|indiqu|abord)|ne (?:mentionne|précise|dit|indique)(?:nt)? pas"
+    r"|n'(?:est|sont) pas (?:mentionn|précis|indiqu|abord)|ne (?:mentionne|précise|dit|indique|donne|fournit|aborde|traite)(?:nt)? pas"
+    r"|pas de réponse|aucune réponse|does not (?:say|answer|provide)"
     r"|je ne (?:sais|peux) pas|does not contain|do not contain|no information|not mention|cannot answer|don't know",
     re.IGNORECASE,
 )
@@ -140,6 +142,19 @@ _FEWSHOT: list[Message] = [
 ]
 
 
+def source_label(chunk: Chunk) -> str:
+    """The chunk's deepest heading, as shown to the model, preceded by its parent heading when
+    that one carries a date (a workshop's "… 9 JUILLET 2020"), which the chunk's
+    sentences often leave out. Every heading costs prompt tokens, hence not the whole path."""
+    path = [part for part in chunk.section.split(" > ") if part]
+    if not path:
+        return chunk.title
+    label = path[-1]
+    if len(path) > 1 and _DATE.search(path[-2]):
+        label = f"{path[-2]} > {label}"
+    return label[-160:]
+
+
 def build_messages(
     question: str, sources: Sequence[PreparedSource], history: Sequence[tuple[str, str]] = ()
 ) -> list[Message]:
@@ -147,8 +162,7 @@ def build_messages(
     blocks = []
     for source in sources:
         c = source.citation
-        label = c.chunk.section.split(" > ")[-1] or c.chunk.title
-        blocks.append(f"[{c.n}] ({label})\n{c.snippet}")
+        blocks.append(f"[{c.n}] ({source_label(c.chunk)})\n{c.snippet}")
     parts = ["SOURCES :\n" + "\n\n".join(blocks)]
     if history:  # earlier questions only: a small model tends to repeat an earlier answer it is shown
         turns = "\n".join(f"- {q[:300]}" for q, _ in history[-2:])
@@ -215,6 +229,44 @@ def specific_terms(question: str, lang: str = "fr") -> list[str]:
     return list(dict.fromkeys(terms))
 
 
+_ASKS_FIGURE = re.compile(
+    r"\b(combien|quand|en quelle année|à quelle date|jusqu'à quand"
+    r"|quel(?:le)?s?\s+(?:est\s+(?:le|la)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe)"
+    r"|how\s+(?:many|much|long)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate))\b",
+    re.IGNORECASE,
+)
+
+
+def expects_figure(question: str) -> bool:
+    """True for questions whose answer is a quantity or a date ("combien", "quel montant", "when")."""
+    return bool(_ASKS_FIGURE.search(question))
+
+
+_STANDALONE_NUMBER = re.compile(r"(?<!\w)\d(?:[\d\s.,]*\d)?(?![^\W\d_])")
+
+
+_NUMBER_WORDS = re.compile(
+    r"\b(?:deux|trois|quatre|cinq|six|sept|huit|neuf|dix|onze|douze|quinze|vingt|trente|quarante|cinquante"
+    r"|cent|mille|dizaines?|douzaines?|quinzaines?|vingtaines?|centaines?|milliers?|millions?|milliards?"
+    r"|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|hundreds?|thousands?|millions?|billions?"
+    r"|janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|décembre)\b",
+    re.IGNORECASE,
+)
+
+
+_DATE = re.compile(
+    r"\b(?:19|20)\d\d\b|\b(?:janvier|février|fevrier|mars|avril|mai|juin|juillet|août|aout|septembre|octobre"
+    r"|novembre|décembre|decembre)\b",
+    re.IGNORECASE,
+)
+
+
+def _figures(text: str) -> set[str]:
+    """Stand-alone figures, number words and month names: the 19 of "COVID19" is not a quantity."""
+    found = {n for match in _STANDALONE_NUMBER.finditer(text) for n in _numbers(match.group(0))}
+    return found | {w.casefold() for w in _NUMBER_WORDS.findall(text)}
+
+
 def _numbers(text: str) -> set[str]:
     """Figures in a text, normalised (``7 000`` → ``7000``, ``1,5`` → ``1.5``); years included."""
     found = set()
@@ -241,6 +293,9 @@ class Grounder:
         self.coverage_threshold = coverage_threshold
         self.generic_df = generic_df
         self.snippet_chars = snippet_chars
+        # sentences and their e5 vectors per chunk id (a content hash, so never stale)
+        self._sentence_cache: OrderedDict[str, list[_Sentence]] = OrderedDict()
+        self._sentence_cache_size = 2048
 
     # -------------------------------------------------------------- sufficiency
     def key_terms(self, question: str) -> list[str]:
@@ -252,6 +307,11 @@ class Grounder:
             if self.lexical.document_frequency(stem) <= self.generic_df:
                 terms.append(stem)
         return terms
+
+    def term_weights(self, stems: Sequence[str]) -> dict[str, float]:
+        """IDF-like weight per stem: a word found in few chunks says more about what is asked."""
+        n_chunks = max(len(self.lexical.ids), 1)
+        return {t: 1.0 + float(np.log(1.0 / max(self.lexical.document_frequency(t), 1.0 / n_chunks))) for t in stems}
 
     def known_share(self, terms: Sequence[str]) -> float:
         """Share of ``terms`` that occur somewhere in the corpus (1.0 when there are none)."""
@@ -280,8 +340,7 @@ class Grounder:
         terms = self.key_terms(question)
         if lang == "en":  # English words rarely share stems with a French corpus
             terms = [t for t in terms if t in available]
-        n_chunks = max(len(self.lexical.ids), 1)
-        weights = {t: 1.0 + np.log(1.0 / max(self.lexical.document_frequency(t), 1.0 / n_chunks)) for t in terms}
+        weights = self.term_weights(terms)
         total = sum(weights.values())
         present = [t for t in terms if t in available]
         coverage = float(sum(weights[t] for t in present) / total) if total else 1.0
@@ -289,28 +348,43 @@ class Grounder:
         ok = coverage >= self.coverage_threshold and not missing_hard
         return Sufficiency(ok, round(coverage, 3), terms, missing, missing_hard)
 
+    def evidence_strength(self, question: str, sources: Sequence[PreparedSource]) -> float:
+        """Best share (IDF-weighted) of the question's key terms found in one source sentence.
+
+        Used to overrule a refusal of the small model only when a single sentence shown to it
+        carries most of what the question asks about (dev set: no unanswerable question
+        reached 0.6).
+        """
+        terms = self.key_terms(question)
+        if not terms:
+            return 0.0
+        weights = self.term_weights(terms)
+        total = sum(weights.values())
+        best = 0.0
+        for source in sources:
+            for sentence in source.sentences:
+                best = max(best, sum(w for t, w in weights.items() if t in sentence.stems) / total)
+        return best
+
     # -------------------------------------------------------------- sources
     def select_sources(self, question: str, hits: Sequence[ScoredChunk], max_sources: int) -> list[PreparedSource]:
         """Keep the ``max_sources`` chunks whose best sentence fits the question, each cut to its
         most relevant sentences (≤ ``snippet_chars``), numbered in order of relevance.
 
         Scoring sentences is a cheap re-ranking: a chunk whose one sentence answers the
-        question beats a chunk that is only on the same topic.
+        question beats a chunk that is only on the same topic. Shared words count by their
+        rarity (IDF), so "chercheurs" outweighs "santé" (dev set: evidence reaches the
+        prompt for 62 of 84 questions instead of 59 with plain overlap).
         """
-        query_stems = set(analyze(question))
         query_vector = np.asarray(self.embedder.embed_query(question))
         candidates: list[tuple[float, Chunk, list[_Sentence], str]] = []
         for rank, hit in enumerate(hits):
-            sentences = self._sentences(hit.chunk, 0)
+            sentences = self.sentences_of(hit.chunk)
             if not sentences:
                 continue
-            vectors = np.asarray(self.embedder.embed_passages([s.text for s in sentences]))
-            for sentence, vector in zip(sentences, vectors, strict=True):
-                sentence.vector = vector
             scores = [
-                0.5 * (len(s.stems & query_stems) / max(1, len(query_stems))) + float(s.vector @ query_vector)  # type: ignore[operator]
-                for s in sentences
-            ]
+                0.5 * overlap + float(s.vector @ query_vector) for s, overlap in self._overlaps(question, sentences)
+            ]  # type: ignore[operator]
             keep: list[int] = []
             used = 0
             for i in np.argsort(scores)[::-1]:
@@ -325,10 +399,31 @@ class Grounder:
         candidates.sort(key=lambda item: -item[0])
         sources: list[PreparedSource] = []
         for number, (_score, chunk, sentences, snippet) in enumerate(candidates[:max_sources], 1):
-            for sentence in sentences:
-                sentence.source = number - 1
-            sources.append(PreparedSource(Citation(number, chunk, snippet), sentences))
+            numbered = [replace(sentence, source=number - 1) for sentence in sentences]
+            sources.append(PreparedSource(Citation(number, chunk, snippet), numbered))
         return sources
+
+    def _overlaps(self, question: str, sentences: Sequence[_Sentence]) -> list[tuple[_Sentence, float]]:
+        """Each sentence with the IDF-weighted share of the question's stems it contains."""
+        weights = self.term_weights(list(dict.fromkeys(analyze(question))))
+        total = sum(weights.values()) or 1.0
+        return [(s, sum(w for t, w in weights.items() if t in s.stems) / total) for s in sentences]
+
+    def sentences_of(self, chunk: Chunk) -> list[_Sentence]:
+        """The chunk's sentences with their e5 vectors, embedded once per chunk and cached."""
+        cached = self._sentence_cache.get(chunk.id)
+        if cached is None:
+            cached = self._sentences(chunk, 0)
+            if cached:
+                vectors = np.asarray(self.embedder.embed_passages([s.text for s in cached]))
+                for sentence, vector in zip(cached, vectors, strict=True):
+                    sentence.vector = vector
+            self._sentence_cache[chunk.id] = cached
+            while len(self._sentence_cache) > self._sentence_cache_size:
+                self._sentence_cache.popitem(last=False)
+        else:
+            self._sentence_cache.move_to_end(chunk.id)
+        return cached
 
     def _sentences(self, chunk: Chunk, source_index: int) -> list[_Sentence]:
         sentences = []
@@ -369,13 +464,17 @@ class Grounder:
             lexical = np.array([len(novel & s.stems) / len(novel) for s in bank])
             support = np.where(lang == "en", dense, 0.5 * lexical + 0.5 * np.clip((dense - 0.75) / 0.15, 0, 1))
             numbers = _numbers(sentence)
+            names = [set(analyze(term)) for term in specific_terms(sentence, lang)]
             order = np.argsort(-support)
             best = None
             for i in order[:6]:
                 candidate = bank[int(i)]
-                chunk_text = sources[candidate.source].citation.chunk.text
+                chunk = sources[candidate.source].citation.chunk
+                chunk_text = f"{chunk.section}\n{chunk.text}"
                 if numbers and not numbers <= _numbers(chunk_text):
-                    continue
+                    continue  # every figure must be in the cited source…
+                if names and not all(name <= self._stems_of(chunk) for name in names):
+                    continue  # …and every name or acronym
                 if not self._supported(float(lexical[i]), float(dense[i]), lang):
                     break
                 best = int(i)
@@ -397,6 +496,9 @@ class Grounder:
             kept.append(_with_citation(sentence, n))
         return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped)
 
+    def _stems_of(self, chunk: Chunk) -> set[str]:
+        return set(analyze(f"{chunk.section}\n{chunk.text}"))
+
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:
         if lang == "en":
@@ -407,15 +509,23 @@ class Grounder:
     def extract(
         self, question: str, sources: Sequence[PreparedSource], max_sentences: int = 2, lang: str = "fr"
     ) -> AttributedAnswer:
-        """Quote the source sentences closest to the question, each with its ``[n]``."""
+        """Quote the source sentences closest to the question, each with its ``[n]``.
+
+        A question that asks for a figure or a date only gets sentences holding one it did
+        not already contain; with none, nothing is quoted (the caller refuses).
+        """
         bank = [s for src in sources for s in src.sentences]
+        if expects_figure(question):
+            asked = _figures(question)
+            bank = [s for s in bank if _figures(s.text) - asked]
+        key_terms = {t for t in self.key_terms(question) if self.lexical.document_frequency(t) > 0}
+        if key_terms:  # a quote that shares no rare word of the question does not answer it
+            bank = [s for s in bank if s.stems & key_terms]
         if not bank:
             return AttributedAnswer("", {}, [])
         query_vector = np.asarray(self.embedder.embed_query(question))
-        query_stems = set(self.key_terms(question)) or set(analyze(question))
         scored = []
-        for rank, sentence in enumerate(bank):
-            overlap = len(sentence.stems & query_stems) / max(1, len(query_stems))
+        for rank, (sentence, overlap) in enumerate(self._overlaps(question, bank)):
             similarity = float(sentence.vector @ query_vector)  # type: ignore[operator]
             scored.append((0.6 * overlap + similarity - 0.002 * rank, sentence))
         scored.sort(key=lambda item: -item[0])

@@ -117,6 +117,7 @@ class Answer:
     refusal_reason: str = ""
     raw_text: str = ""  # the model's own words before citations were checked
     dropped: list[str] = field(default_factory=list)  # answer sentences no source supported
+    mode: str = "generated"  # "generated" (LLM, checked), "extractive" (quoted sources) or "refused"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,4 +132,5 @@ class Answer:
             "timings": self.timings.to_dict(),
             "raw_text": self.raw_text,
             "dropped": self.dropped,
+            "mode": self.mode,
         }

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     n_ctx: int = 4096
     n_threads: int = 2
     llm_sources: int = 3
+    # quote the sources instead of accepting the model's refusal when one source sentence holds
+    # this share (IDF-weighted) of the question's key terms; > 1 disables it
+    overrule_refusal_at: float = 0.6
     max_answer_tokens: int = 200
     temperature: float = 0.0
     max_question_chars: int = 1000
