@@ -533,7 +533,8 @@ class Grounder:
         for score, sentence in scored[1:]:
             if len(chosen) >= max_sentences:
                 break
-            if score >= scored[0][0] - 0.12 and sentence.text not in {c.text for c in chosen}:
+            same_source = sentence.source == chosen[0].source  # a second source would be a second, weaker claim
+            if same_source and score >= scored[0][0] - 0.12 and sentence.text not in {c.text for c in chosen}:
                 chosen.append(sentence)
         opener = "According to the corpus:" if lang == "en" else "D'après le corpus :"
         quotes = " ".join(f"« {_clean_quote(s.text)} » [{s.source + 1}]" for s in chosen)
