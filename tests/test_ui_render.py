@@ -1,0 +1,37 @@
+"""How the web app renders an answer (no browser): generated, quoted-instead, refused."""
+
+from __future__ import annotations
+
+from assistant.schema import Answer, Chunk, Citation
+from ui.app import answer_html
+
+CHUNK = Chunk("c1", "doc", "Consultation", "Constat", "Une croissance de l'ordre de 160 % est attendue.", 0, 48)
+NOTE = "extraits cités tels quels"
+
+
+def _answer(mode: str, backend: str = "local", refused: bool = False) -> Answer:
+    citation = Citation(1, CHUNK, CHUNK.text)
+    return Answer(
+        question="Quelle croissance ?",
+        text="Le corpus ne contient pas cette information." if refused else "Une croissance de 160 % [1].",
+        refused=refused,
+        citations=[] if refused else [citation],
+        sources=[citation],
+        backend=backend,
+        mode=mode,
+    )
+
+
+def test_quoted_fallback_is_labelled_as_such() -> None:
+    rendered = answer_html(_answer("extractive"), turn=0)
+    assert NOTE in rendered and "asd-refusal" not in rendered
+
+
+def test_generated_answer_and_extractive_backend_carry_no_fallback_label() -> None:
+    assert NOTE not in answer_html(_answer("generated"), turn=0)
+    assert NOTE not in answer_html(_answer("extractive", backend="extractive"), turn=0)
+
+
+def test_refusal_uses_the_refusal_style() -> None:
+    rendered = answer_html(_answer("refused", refused=True), turn=0)
+    assert "asd-refusal" in rendered and NOTE not in rendered
