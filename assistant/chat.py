@@ -262,7 +262,7 @@ class Assistant:
             return turn
         if turn.backend == "extractive":
             return turn  # nothing to generate: finalize quotes the sources
-        messages = build_messages(turn.question, turn.sources, turn.history[-2:])
+        messages = build_messages(turn.question, turn.sources, turn.history[-2:], turn.lang)
         parts: list[str] = []
         try:
             for token in self.llm(turn.backend).stream(
@@ -284,9 +284,9 @@ class Assistant:
         """Attribute the model's answer in code; fall back to quoting the sources, or refuse.
 
         A 1.5B model often refuses, or restates the question, although the answer is in its
-        sources. When it did not refuse but none of its sentences is supported, or when it
-        refused but one source sentence carries most of the question's key terms, the
-        answer quotes the best source sentences instead (``mode="extractive"``).
+        sources. When it did not refuse but none of its sentences is supported (and it invented
+        no figure), or when it refused but one source sentence carries most of the question's
+        key terms, the answer quotes the best source sentences instead (``mode="extractive"``).
         """
         refusal_reason = ""
         result = AttributedAnswer("", {}, [])
@@ -310,7 +310,9 @@ class Assistant:
         else:
             result = self.grounder.attribute(turn.raw_answer, turn.sources, turn.lang, turn.question)
             refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
-            if not result.text:
+            if not result.text and self.grounder.invented_figures(turn.raw_answer, turn.sources, turn.question):
+                refusal_reason = "le modèle avance des chiffres absents des sources"
+            elif not result.text:
                 dropped = result.dropped
                 result, mode = self._quote(turn), "extractive"
                 result.dropped = dropped

@@ -103,7 +103,7 @@ REFUSAL_SENTINEL_EN = "The corpus does not contain this information."
 _REFUSAL_MARKERS = re.compile(
     r"ne contient pas|ne contiennent pas|pas d'information|aucune information|ne (?:permet|permettent) pas de"
     r"|n'(?:est|sont) pas (?:mentionn|précis|indiqu|abord)|ne (?:mentionne|précise|dit|indique|donne|fournit|aborde|traite)(?:nt)? pas"
-    r"|pas de réponse|aucune réponse|does not (?:say|answer|provide)"
+    r"|pas de réponse|aucune réponse|does not (?:say|answer|provide)|not provided|n'est pas fourni"
     r"|je ne (?:sais|peux) pas|does not contain|do not contain|no information|not mention|cannot answer|don't know",
     re.IGNORECASE,
 )
@@ -156,9 +156,13 @@ def source_label(chunk: Chunk) -> str:
 
 
 def build_messages(
-    question: str, sources: Sequence[PreparedSource], history: Sequence[tuple[str, str]] = ()
+    question: str, sources: Sequence[PreparedSource], history: Sequence[tuple[str, str]] = (), lang: str = "fr"
 ) -> list[Message]:
-    """System rules + few-shot (a constant prefix, cached by llama.cpp), then sources and question."""
+    """System rules + few-shot (a constant prefix, cached by llama.cpp), then sources and question.
+
+    An English question gets a reminder next to it: rule 6 alone, far up in the system prompt,
+    is often ignored by the 1.5B model when all the sources are French.
+    """
     blocks = []
     for source in sources:
         c = source.citation
@@ -167,7 +171,7 @@ def build_messages(
     if history:  # earlier questions only: a small model tends to repeat an earlier answer it is shown
         turns = "\n".join(f"- {q[:300]}" for q, _ in history[-2:])
         parts.append("QUESTIONS PRÉCÉDENTES (pour comprendre la question) :\n" + turns)
-    parts.append(f"QUESTION : {question}")
+    parts.append(f"QUESTION : {question}" + ("\n(Answer in English.)" if lang == "en" else ""))
     return [{"role": "system", "content": SYSTEM_PROMPT}, *_FEWSHOT, {"role": "user", "content": "\n\n".join(parts)}]
 
 
@@ -208,7 +212,8 @@ class AttributedAnswer:
     dropped: list[str]
 
 
-_NUMBER = re.compile(r"\d[\d\s.,]*\d|\d")
+# "10 000" and "7 000,5" are one figure; "13 2" (two table cells) and "1, 2020" are two
+_NUMBER = re.compile(r"\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?(?!\d)|\d+(?:[.,]\d+)*")
 _CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _WORD = re.compile(r"[^\W\d_][\w-]*", re.UNICODE)
 
@@ -242,7 +247,7 @@ def expects_figure(question: str) -> bool:
     return bool(_ASKS_FIGURE.search(question))
 
 
-_STANDALONE_NUMBER = re.compile(r"(?<!\w)\d(?:[\d\s.,]*\d)?(?![^\W\d_])")
+_STANDALONE_NUMBER = re.compile(r"(?<!\w)(?:" + _NUMBER.pattern + r")(?![^\W\d_])")
 
 
 _NUMBER_WORDS = re.compile(
@@ -365,6 +370,18 @@ class Grounder:
             for sentence in source.sentences:
                 best = max(best, sum(w for t, w in weights.items() if t in sentence.stems) / total)
         return best
+
+    @staticmethod
+    def invented_figures(answer: str, sources: Sequence[PreparedSource], question: str) -> set[str]:
+        """Figures the model wrote that neither its sources nor the question contain.
+
+        A model that invents a figure is answering a question its sources do not answer;
+        quoting a nearby sentence instead would only dress up that miss.
+        """
+        known = _numbers(question)
+        for source in sources:
+            known |= _numbers(f"{source.citation.chunk.section}\n{source.citation.chunk.text}")
+        return _numbers(_CITATION.sub(" ", answer)) - known
 
     # -------------------------------------------------------------- sources
     def select_sources(self, question: str, hits: Sequence[ScoredChunk], max_sources: int) -> list[PreparedSource]:

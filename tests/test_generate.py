@@ -67,7 +67,7 @@ def test_unsupported_sentence_is_dropped_and_invented_figure_rejected(mock_assis
 
 def test_unsupported_answer_is_replaced_by_quoted_sources(mock_assistant):
     assistant, llm = mock_assistant
-    llm.enqueue("La téléconsultation est remboursée à 70 % par l'Assurance maladie depuis 2018.")
+    llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
     answer = assistant.ask(GROWTH_Q)
     assert len(llm.history) == 1 and answer.raw_text.startswith("La téléconsultation")
     assert not answer.refused and answer.mode == "extractive" and "160 %" in answer.text
@@ -77,12 +77,20 @@ def test_unsupported_answer_is_replaced_by_quoted_sources(mock_assistant):
         assert f"[{citation.n}]" in answer.text and citation.snippet in citation.chunk.text
 
 
+def test_answer_with_an_invented_figure_is_refused_rather_than_quoted(mock_assistant):
+    assistant, llm = mock_assistant
+    llm.enqueue("La téléconsultation est remboursée à 70 % par l'Assurance maladie depuis 2018 [1].")
+    answer = assistant.ask(GROWTH_Q)
+    assert answer.refused and answer.mode == "refused" and "chiffres absents" in answer.refusal_reason
+    assert "70 %" not in answer.text and answer.citations == []
+
+
 def test_unsupported_answer_to_a_figure_question_is_refused_without_a_figure_in_the_sources(mock_assistant):
     assistant, llm = mock_assistant
-    llm.enqueue("Le guichet G_NIUS a accompagné 300 start-ups depuis sa création [1].")
+    llm.enqueue("Le guichet G_NIUS accompagne de très nombreuses jeunes pousses [1].")
     answer = assistant.ask("Combien de start-ups le guichet G_NIUS a-t-il accompagnées depuis sa création ?")
     assert answer.refused and answer.mode == "refused" and answer.citations == []
-    assert "300" not in answer.text
+    assert "pousses" not in answer.text and answer.refusal_reason.startswith("aucune phrase")
     assert answer.text.startswith("Le corpus ne contient pas cette information.")
     assert "Consultation" in answer.text  # says what the corpus covers
 
@@ -185,11 +193,13 @@ def test_helpers():
     assert not looks_like_instruction("Les répondants jugent la réglementation trop complexe.")
     assert specific_terms("Que prévoit le Ségur du numérique pour la certification HDS ?") == ["Ségur", "HDS"]
     assert is_refusal("Le rapport ne donne pas de réponse à cette question [1].")
+    assert is_refusal("The phone numbers are [not provided in the given text].")
     assert expects_figure("Combien de start-ups ont été financées ?") and expects_figure("How many apps?")
     assert expects_figure("Quel montant reçoit un projet ?") and expects_figure("Jusqu'à quand répondre ?")
     assert not expects_figure("Quels fonds la stratégie veut-elle renforcer ?")
     assert _figures("La crise COVID19 a conduit à 7 000 téléconsultations en mars 2020.") == {"7000", "mars", "2020"}
     assert _figures("une quinzaine de personnes") == {"quinzaine"} and _figures("la médecine 5P") == set()
+    assert _figures("agences 13 2, le 1, 2020") == {"13", "2", "1", "2020"}  # table cells, not 132
 
 
 def test_unrelated_question_in_a_conversation_is_judged_on_its_own_terms(mock_assistant):
