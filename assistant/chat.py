@@ -229,6 +229,9 @@ class Assistant:
                 yield event  # type: ignore[misc]
         finally:
             cancelled.set()
+            # never leave the worker running behind the caller: it may be inside torch (the
+            # attribution step) when the interpreter exits, which aborts the process
+            worker.join(timeout=30)
 
     # ------------------------------------------------------------------ chain steps
     def _prepare(self, turn: Turn) -> Turn:
@@ -302,7 +305,7 @@ class Assistant:
             turn.first_token_seconds = time.perf_counter() - turn.started  # the whole answer at once
             if turn.on_token and result.text:
                 turn.on_token(result.text)
-            refusal_reason = "aucune phrase des sources ne donne le chiffre demandé"
+            refusal_reason = "aucune phrase des sources ne contient les termes ou le chiffre demandés"
         elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < 200:
             refusal_reason = "le modèle juge que les sources ne répondent pas"
             if self.grounder.evidence_strength(turn.standalone, turn.sources) >= self.settings.overrule_refusal_at:
