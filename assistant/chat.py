@@ -33,6 +33,7 @@ from assistant.generate import (
     Sufficiency,
     build_messages,
     detect_language,
+    expects_figure,
     is_refusal,
 )
 from assistant.index import Index
@@ -350,7 +351,10 @@ class Assistant:
         return turn
 
     def _quote(self, turn: Turn) -> AttributedAnswer:
-        return self.grounder.extract(turn.standalone, turn.sources, lang=turn.lang)
+        """Quote on the user's own words; a bare follow-up ("Développe le dernier.") on its standalone form."""
+        own_words = self.grounder.known_key_terms(turn.question)
+        question = turn.question if own_words else turn.standalone
+        return self.grounder.extract(question, turn.sources, lang=turn.lang, wants_figure=expects_figure(turn.question))
 
     def refusal_text(self, turn: Turn) -> str:
         """A plain refusal that says what the corpus does cover."""

@@ -318,6 +318,10 @@ class Grounder:
         n_chunks = max(len(self.lexical.ids), 1)
         return {t: 1.0 + float(np.log(1.0 / max(self.lexical.document_frequency(t), 1.0 / n_chunks))) for t in stems}
 
+    def known_key_terms(self, question: str) -> list[str]:
+        """The question's key terms that occur in the corpus (English words mostly do not)."""
+        return [t for t in self.key_terms(question) if self.lexical.document_frequency(t) > 0]
+
     def known_share(self, terms: Sequence[str]) -> float:
         """Share of ``terms`` that occur somewhere in the corpus (1.0 when there are none)."""
         if not terms:
@@ -524,18 +528,25 @@ class Grounder:
 
     # -------------------------------------------------------------- extractive backend
     def extract(
-        self, question: str, sources: Sequence[PreparedSource], max_sentences: int = 2, lang: str = "fr"
+        self,
+        question: str,
+        sources: Sequence[PreparedSource],
+        max_sentences: int = 2,
+        lang: str = "fr",
+        wants_figure: bool | None = None,
     ) -> AttributedAnswer:
         """Quote the source sentences closest to the question, each with its ``[n]``.
 
         A question that asks for a figure or a date only gets sentences holding one it did
-        not already contain; with none, nothing is quoted (the caller refuses).
+        not already contain; with none, nothing is quoted (the caller refuses). For a
+        follow-up, ``question`` is the standalone form and ``wants_figure`` says whether the
+        user's own words asked for a figure (an earlier "combien" must not carry over).
         """
         bank = [s for src in sources for s in src.sentences]
-        if expects_figure(question):
+        if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
             bank = [s for s in bank if _figures(s.text) - asked]
-        key_terms = {t for t in self.key_terms(question) if self.lexical.document_frequency(t) > 0}
+        key_terms = set(self.known_key_terms(question))
         if key_terms:  # a quote that shares no rare word of the question does not answer it
             bank = [s for s in bank if s.stems & key_terms]
         if not bank:

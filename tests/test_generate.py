@@ -168,6 +168,18 @@ def test_extractive_backend_quotes_and_cites(corpus_index):
         assert citation.snippet in citation.chunk.text
 
 
+def test_extractive_followup_does_not_inherit_the_figure_request_of_the_previous_question(corpus_index):
+    settings = corpus_index.settings.model_copy(update={"backend": "extractive"})
+    assistant = Assistant(settings, corpus_index, HybridRetriever(corpus_index))
+    conversation = Conversation()
+    assistant.ask(
+        "Combien de personnes composaient le groupe de travail sur la structuration de la filière ?", conversation
+    )
+    answer = assistant.ask("Et qui co-anime ce groupe de travail ?", conversation)
+    assert "Combien" in answer.standalone_question  # the context is there…
+    assert not answer.refused and "PICARD" in answer.text.upper()  # …but the figure request is not
+
+
 @pytest.mark.parametrize(
     "question",
     ["", "   \n\t ", "\x00\x01\x02", "?" * 5],
