@@ -163,7 +163,7 @@ def _answer(assistant, question: str, conversation, args: argparse.Namespace) ->
         console.print()
     assert answer is not None
     style = "yellow" if answer.refused else "bold"
-    if answer.mode == "extractive" and answer.backend != "extractive":
+    if answer.quoted_fallback:
         console.print("[dim]Réponse rédigée non vérifiable : voici les extraits des sources.[/dim]")
     out.print(answer.text, style=style, markup=False, highlight=False)
     _print_sources(answer)

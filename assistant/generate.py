@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -204,6 +205,17 @@ class PreparedSource:
     citation: Citation
     sentences: list[_Sentence]
 
+    @cached_property
+    def numbers(self) -> set[str]:
+        """Figures of the chunk, its section path included (the model sees its label)."""
+        chunk = self.citation.chunk
+        return _numbers(f"{chunk.section}\n{chunk.text}")
+
+    @cached_property
+    def stems(self) -> set[str]:
+        chunk = self.citation.chunk
+        return set(analyze(f"{chunk.section}\n{chunk.text}"))
+
 
 @dataclass
 class AttributedAnswer:
@@ -270,6 +282,12 @@ def _figures(text: str) -> set[str]:
     """Stand-alone figures, number words and month names: the 19 of "COVID19" is not a quantity."""
     found = {n for match in _STANDALONE_NUMBER.finditer(text) for n in _numbers(match.group(0))}
     return found | {w.casefold() for w in _NUMBER_WORDS.findall(text)}
+
+
+def _weighted_share(weights: Mapping[str, float], stems: Collection[str]) -> float:
+    """Share of the weight of ``weights``' terms that ``stems`` contains (0 without terms)."""
+    total = sum(weights.values())
+    return sum(w for t, w in weights.items() if t in stems) / total if total else 0.0
 
 
 def _numbers(text: str) -> set[str]:
@@ -349,10 +367,7 @@ class Grounder:
         terms = self.key_terms(question)
         if lang == "en":  # English words rarely share stems with a French corpus
             terms = [t for t in terms if t in available]
-        weights = self.term_weights(terms)
-        total = sum(weights.values())
-        present = [t for t in terms if t in available]
-        coverage = float(sum(weights[t] for t in present) / total) if total else 1.0
+        coverage = _weighted_share(self.term_weights(terms), available) if terms else 1.0
         missing = [t for t in terms if t not in available]
         ok = coverage >= self.coverage_threshold and not missing_hard
         return Sufficiency(ok, round(coverage, 3), terms, missing, missing_hard)
@@ -364,16 +379,8 @@ class Grounder:
         carries most of what the question asks about (dev set: no unanswerable question
         reached 0.6).
         """
-        terms = self.key_terms(question)
-        if not terms:
-            return 0.0
-        weights = self.term_weights(terms)
-        total = sum(weights.values())
-        best = 0.0
-        for source in sources:
-            for sentence in source.sentences:
-                best = max(best, sum(w for t, w in weights.items() if t in sentence.stems) / total)
-        return best
+        weights = self.term_weights(self.key_terms(question))
+        return max((_weighted_share(weights, s.stems) for source in sources for s in source.sentences), default=0.0)
 
     @staticmethod
     def invented_figures(answer: str, sources: Sequence[PreparedSource], question: str) -> set[str]:
@@ -382,9 +389,7 @@ class Grounder:
         A model that invents a figure is answering a question its sources do not answer;
         quoting a nearby sentence instead would only dress up that miss.
         """
-        known = _numbers(question)
-        for source in sources:
-            known |= _numbers(f"{source.citation.chunk.section}\n{source.citation.chunk.text}")
+        known = _numbers(question).union(*(source.numbers for source in sources))
         return _numbers(_CITATION.sub(" ", answer)) - known
 
     # -------------------------------------------------------------- sources
@@ -427,14 +432,13 @@ class Grounder:
     def _overlaps(self, question: str, sentences: Sequence[_Sentence]) -> list[tuple[_Sentence, float]]:
         """Each sentence with the IDF-weighted share of the question's stems it contains."""
         weights = self.term_weights(list(dict.fromkeys(analyze(question))))
-        total = sum(weights.values()) or 1.0
-        return [(s, sum(w for t, w in weights.items() if t in s.stems) / total) for s in sentences]
+        return [(s, _weighted_share(weights, s.stems)) for s in sentences]
 
     def sentences_of(self, chunk: Chunk) -> list[_Sentence]:
         """The chunk's sentences with their e5 vectors, embedded once per chunk and cached."""
         cached = self._sentence_cache.get(chunk.id)
         if cached is None:
-            cached = self._sentences(chunk, 0)
+            cached = self._sentences(chunk)
             if cached:
                 vectors = np.asarray(self.embedder.embed_passages([s.text for s in cached]))
                 for sentence, vector in zip(cached, vectors, strict=True):
@@ -446,13 +450,13 @@ class Grounder:
             self._sentence_cache.move_to_end(chunk.id)
         return cached
 
-    def _sentences(self, chunk: Chunk, source_index: int) -> list[_Sentence]:
+    def _sentences(self, chunk: Chunk) -> list[_Sentence]:
         sentences = []
         for start, end in _chunk_sentence_spans(chunk.text):
             text = chunk.text[start:end].strip()
             if len(text) < 12 or looks_like_instruction(text):
                 continue
-            sentences.append(_Sentence(source_index, text, start, end, set(analyze(text))))
+            sentences.append(_Sentence(0, text, start, end, set(analyze(text))))  # numbered in select_sources
         return sentences
 
     # -------------------------------------------------------------- attribution
@@ -489,12 +493,10 @@ class Grounder:
             order = np.argsort(-support)
             best = None
             for i in order[:6]:
-                candidate = bank[int(i)]
-                chunk = sources[candidate.source].citation.chunk
-                chunk_text = f"{chunk.section}\n{chunk.text}"
-                if numbers and not numbers <= _numbers(chunk_text):
+                source = sources[bank[int(i)].source]
+                if not numbers <= source.numbers:
                     continue  # every figure must be in the cited source…
-                if names and not all(name <= self._stems_of(chunk) for name in names):
+                if not all(name <= source.stems for name in names):
                     continue  # …and every name or acronym
                 if not self._supported(float(lexical[i]), float(dense[i]), lang):
                     break
@@ -516,9 +518,6 @@ class Grounder:
             cited.setdefault(n, chosen.text)
             kept.append(_with_citation(sentence, n))
         return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped)
-
-    def _stems_of(self, chunk: Chunk) -> set[str]:
-        return set(analyze(f"{chunk.section}\n{chunk.text}"))
 
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:

@@ -119,6 +119,11 @@ class Answer:
     dropped: list[str] = field(default_factory=list)  # answer sentences no source supported
     mode: str = "generated"  # "generated" (LLM, checked), "extractive" (quoted sources) or "refused"
 
+    @property
+    def quoted_fallback(self) -> bool:
+        """Sources quoted because the LLM's own answer could not be verified (not the extractive backend)."""
+        return self.mode == "extractive" and self.backend != "extractive"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "question": self.question,

@@ -316,7 +316,7 @@ def answer_html(answer: Answer, turn: int) -> str:
     meta = f"{count} source{'s' if count > 1 else ''} citée{'s' if count > 1 else ''}" if count else "Sources"
     seconds = f"{answer.timings.total:.1f}".replace(".", ",")
     meta += f" · {ANSWER_STYLES.get(answer.backend, answer.backend)} · {seconds} s"
-    if answer.mode == "extractive" and answer.backend != "extractive":
+    if answer.quoted_fallback:
         meta += " · extraits cités tels quels (la réponse rédigée n'a pas pu être vérifiée)"
     return (
         f'<div class="asd-answer">{link_citations(answer.text, turn, cited)}'
