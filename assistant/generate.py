@@ -563,15 +563,38 @@ class Grounder:
             same_source = sentence.source == chosen[0].source  # a second source would be a second, weaker claim
             if same_source and score >= scored[0][0] - 0.12 and sentence.text not in {c.text for c in chosen}:
                 chosen.append(sentence)
+        if _leads_in(chosen[0].text):  # "… seraient par exemple :" — the answer is the list that follows
+            chosen = [chosen[0]]
         opener = "According to the corpus:" if lang == "en" else "D'après le corpus :"
-        quotes = " ".join(f"« {_clean_quote(s.text)} » [{s.source + 1}]" for s in chosen)
+        quotes = []
         cited: dict[int, str] = {}
-        for s in chosen:
-            cited.setdefault(s.source + 1, s.text)
-        return AttributedAnswer(f"{opener} {quotes}", cited, [])
+        for sentence in chosen:
+            source = sources[sentence.source]
+            items = self._continuation(source, sentence) if _leads_in(sentence.text) else []
+            text = " ".join([_clean_quote(sentence.text), *(_clean_quote(i.text).lstrip("-–•* ") for i in items)])
+            quotes.append(f"« {text} » [{sentence.source + 1}]")
+            end = items[-1].end if items else sentence.end
+            cited.setdefault(sentence.source + 1, source.citation.chunk.text[sentence.start : end].strip())
+        return AttributedAnswer(f"{opener} {' '.join(quotes)}", cited, [])
+
+    def _continuation(self, source: PreparedSource, lead_in: _Sentence) -> list[_Sentence]:
+        """The items that complete a lead-in sentence, up to 1.5 × ``snippet_chars``."""
+        items: list[_Sentence] = []
+        used = 0
+        for sentence in [s for s in source.sentences if s.start >= lead_in.end][:5]:
+            if items and used + len(sentence.text) > 1.5 * self.snippet_chars:
+                break
+            items.append(sentence)
+            used += len(sentence.text)
+        return items
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _leads_in(text: str) -> bool:
+    """A heading, a survey question or a list's lead-in: what answers it comes next."""
+    return text.rstrip(" *_").endswith((":", "?"))
 
 
 def _chunk_sentence_spans(text: str) -> list[tuple[int, int]]:

@@ -347,14 +347,15 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     return spans
 
 
-def _units(text: str, block: _Block, max_chars: int) -> list[tuple[int, int, bool]]:
+def _units(text: str, block: _Block, max_chars: int, lead_in: int = 0) -> list[tuple[int, int, bool]]:
     """Packable units of a block: (start, end, breakable_before).
 
-    Tables and lists stay one unit when they fit; otherwise they split by row/item.
-    Paragraphs split into sentences so chunks and overlaps never cut one.
+    Tables and lists stay one unit when they fit beside their ``lead_in`` (the length of a
+    preceding "… par exemple :" sentence, which must not end up alone in a chunk); otherwise
+    they split by row/item. Paragraphs split into sentences so chunks and overlaps never cut one.
     """
     if block.kind in ("table", "list"):
-        if block.end - block.start <= max_chars:
+        if block.end - block.start + lead_in <= max_chars:
             return [(block.start, block.end, True)]
         rows: list[tuple[int, int, bool]] = []
         pattern = re.compile(r"^\s*\|" if block.kind == "table" else _LIST_ITEM.pattern, re.M)
@@ -400,7 +401,9 @@ def chunk_document(document: Document, max_chars: int = 900, overlap_chars: int 
                 stack.pop()
             stack.append((block.level, block.title))
             continue
-        section_units.extend(_units(text, block, max_chars))
+        last = section_units[-1] if section_units else None
+        lead_in = last[1] - last[0] if last and text[last[0] : last[1]].rstrip().endswith(":") else 0
+        section_units.extend(_units(text, block, max_chars, lead_in))
     flush()
     return chunks
 

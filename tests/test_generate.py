@@ -180,6 +180,18 @@ def test_extractive_followup_does_not_inherit_the_figure_request_of_the_previous
     assert not answer.refused and "PICARD" in answer.text.upper()  # …but the figure request is not
 
 
+def test_a_quoted_lead_in_comes_with_the_list_it_introduces(corpus_index):
+    settings = corpus_index.settings.model_copy(update={"backend": "extractive"})
+    assistant = Assistant(settings, corpus_index, HybridRetriever(corpus_index))
+    answer = assistant.ask(
+        "Quelles sont les principales limites au développement d'une filière du numérique en santé ?"
+    )
+    assert "pérenne et visible à l'international sont :" in answer.text
+    assert "Le grand nombre d'acteurs" in answer.text  # the first item, not just "… sont :"
+    (citation,) = answer.citations
+    assert "Le grand nombre d'acteurs" in citation.snippet and citation.snippet in citation.chunk.text
+
+
 @pytest.mark.parametrize(
     "question",
     ["", "   \n\t ", "\x00\x01\x02", "?" * 5],

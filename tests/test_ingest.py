@@ -132,3 +132,16 @@ def test_bad_files_raise_clear_errors(tmp_path, name, content, reason):
     with pytest.raises(IngestError) as err:
         load_document(path)
     assert name in str(err.value) and reason in str(err.value)
+
+
+def test_a_list_lead_in_is_never_left_alone_in_a_chunk(tmp_path):
+    """ "… seraient par exemple :" names what the list is about: a chunk holding only it answers nothing."""
+    items = "\n".join(f"- Action numéro {i} pour former les professionnels de santé au numérique ;" for i in range(6))
+    lead_in = "Les actions visant à construire la confiance par la formation seraient par exemple :"
+    assert len(items) <= 500 < len(items) + len(lead_in)  # the list fits a chunk, but not beside its lead-in
+    doc = _doc(tmp_path, f"# T\n\n## S\n\n{lead_in}\n\n{items}\n")
+    chunks = chunk_document(doc, max_chars=500, overlap_chars=80)
+    first = next(c for c in chunks if lead_in in c.text)
+    assert first.text.startswith(lead_in) and "- Action numéro 0" in first.text and len(first.text) <= 500
+    assert all(not c.text.rstrip().endswith(":") for c in chunks)
+    assert any("Action numéro 5" in c.text for c in chunks)  # the rest of the list is still indexed
