@@ -587,7 +587,8 @@ def _contains_phrase(text: str, phrase: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(_fold(phrase))}(?!\w)", _fold(text)) is not None
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0–100, linear interpolation), rounded to 3 decimals; None when empty."""
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
@@ -933,10 +934,10 @@ def aggregate(rows: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
         "refusal_accuracy": (_mean(1.0 if r["refused"] else 0.0 for r in unanswerable), len(unanswerable)),
         "false_refusal_rate": (_mean(1.0 if r["refused"] else 0.0 for r in answerable), len(answerable)),
         "adversarial_robustness": (_mean(col("adversarial_pass")), len(col("adversarial_pass"))),
-        "latency_first_token_p50": (_percentile(col("latency_first_token"), 50), len(col("latency_first_token"))),
-        "latency_first_token_p95": (_percentile(col("latency_first_token"), 95), len(col("latency_first_token"))),
-        "latency_total_p50": (_percentile(col("latency_total"), 50), len(col("latency_total"))),
-        "latency_total_p95": (_percentile(col("latency_total"), 95), len(col("latency_total"))),
+        "latency_first_token_p50": (percentile(col("latency_first_token"), 50), len(col("latency_first_token"))),
+        "latency_first_token_p95": (percentile(col("latency_first_token"), 95), len(col("latency_first_token"))),
+        "latency_total_p50": (percentile(col("latency_total"), 50), len(col("latency_total"))),
+        "latency_total_p95": (percentile(col("latency_total"), 95), len(col("latency_total"))),
     }
     return {
         "n": len(rows),

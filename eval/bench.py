@@ -19,6 +19,7 @@ from pathlib import Path
 
 from assistant.chat import Assistant
 from assistant.embedding import build_embedder
+from assistant.evaluation import percentile
 from assistant.index import Index
 from assistant.retrieve import HybridRetriever
 from assistant.settings import PROJECT_ROOT, Settings
@@ -34,11 +35,6 @@ def _questions(limit: int | None = None, answerable_only: bool = False) -> list[
     if answerable_only:
         rows = [r for r in rows if r["type"] in ("factual", "position", "synthesis")]
     return [r["question"] for r in rows][:limit]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_ingest_and_query(settings: Settings) -> tuple[dict, Assistant]:
@@ -65,7 +61,7 @@ def bench_ingest_and_query(settings: Settings) -> tuple[dict, Assistant]:
         "ingest_unchanged_s": round(unchanged, 3),
         "ingest_unchanged_embedded": again.embedded,
         "hybrid_query_median_ms": round(1000 * statistics.median(latencies), 1),
-        "hybrid_query_p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+        "hybrid_query_p95_ms": round(percentile([1000 * x for x in latencies], 95), 1),
         "queries": len(latencies),
     }
     return result, Assistant(settings, index, retriever)
@@ -86,7 +82,7 @@ def bench_answers(assistant: Assistant, backend: str, n: int) -> dict:
         "questions": len(total),
         "first_token_median_s": round(statistics.median(first), 2) if first else None,
         "total_median_s": round(statistics.median(total), 2),
-        "total_p95_s": round(_percentile(total, 0.95), 2),
+        "total_p95_s": round(percentile(total, 95), 2),
         "refused": refused,
     }
 

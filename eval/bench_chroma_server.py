@@ -14,10 +14,7 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.lexical import LexicalIndex
+from assistant.servers import chroma_server
 from assistant.settings import PROJECT_ROOT, Settings
 from assistant.vectorstore import ChromaStore
 
@@ -77,12 +75,6 @@ class _RandomEmbedder:
         return self._unit(1)[0].tolist()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=10_000)
@@ -92,63 +84,49 @@ def main() -> None:
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS) for _ in range(110)) + f" (passage {i})." for i in range(args.chunks)]
     tmp = Path(tempfile.mkdtemp())
-    port = _free_port()
-    chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    server = subprocess.Popen(
-        [chroma, "run", "--path", str(tmp / "chroma"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        for _ in range(120):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        settings = Settings(data_dir=tmp / "data", chroma_url=f"http://127.0.0.1:{port}", collection="bench")
-        if args.embed:
-            from assistant.embedding import build_embedder
+        with chroma_server(tmp / "chroma") as url:
+            settings = Settings(data_dir=tmp / "data", chroma_url=url, collection="bench")
+            if args.embed:
+                from assistant.embedding import build_embedder
 
-            embedder = build_embedder(settings)
-        else:
-            embedder = _RandomEmbedder()
-        store = ChromaStore(settings, embedder)  # type: ignore[arg-type]
-        steps, done, batch = [], 0, 500
-        checkpoints = {1_000, 2_500, 5_000, args.chunks}
-        started = time.perf_counter()
-        while done < args.chunks:
-            part = texts[done : done + batch]
-            ids = [f"c{done + i}" for i in range(len(part))]
+                embedder = build_embedder(settings)
+            else:
+                embedder = _RandomEmbedder()
+            store = ChromaStore(settings, embedder)  # type: ignore[arg-type]
+            steps, done, batch = [], 0, 500
+            checkpoints = {1_000, 2_500, 5_000, args.chunks}
+            started = time.perf_counter()
+            while done < args.chunks:
+                part = texts[done : done + batch]
+                ids = [f"c{done + i}" for i in range(len(part))]
+                t = time.perf_counter()
+                vectors = embedder.embed_passages(part)
+                t_embed = time.perf_counter() - t
+                t = time.perf_counter()
+                store.upsert(ids, vectors, part, [{"doc_id": f"d{(done + i) // 100}"} for i in range(len(part))])
+                t_store = time.perf_counter() - t
+                done += len(part)
+                if done in checkpoints:
+                    latencies = []
+                    for _ in range(30):
+                        t = time.perf_counter()
+                        store.query(embedder.embed_query("financement télésurveillance"), 30)
+                        latencies.append(time.perf_counter() - t)
+                    steps.append(
+                        {
+                            "chunks": done,
+                            "elapsed_s": round(time.perf_counter() - started, 1),
+                            "last_batch_store_chunks_per_s": round(len(part) / t_store, 1),
+                            "last_batch_embed_chunks_per_s": round(len(part) / t_embed, 1),
+                            "query_median_ms": round(1000 * statistics.median(latencies), 1),
+                        }
+                    )
+                    print(json.dumps(steps[-1]), flush=True)
             t = time.perf_counter()
-            vectors = embedder.embed_passages(part)
-            t_embed = time.perf_counter() - t
-            t = time.perf_counter()
-            store.upsert(ids, vectors, part, [{"doc_id": f"d{(done + i) // 100}"} for i in range(len(part))])
-            t_store = time.perf_counter() - t
-            done += len(part)
-            if done in checkpoints:
-                latencies = []
-                for _ in range(30):
-                    t = time.perf_counter()
-                    store.query(embedder.embed_query("financement télésurveillance"), 30)
-                    latencies.append(time.perf_counter() - t)
-                steps.append(
-                    {
-                        "chunks": done,
-                        "elapsed_s": round(time.perf_counter() - started, 1),
-                        "last_batch_store_chunks_per_s": round(len(part) / t_store, 1),
-                        "last_batch_embed_chunks_per_s": round(len(part) / t_embed, 1),
-                        "query_median_ms": round(1000 * statistics.median(latencies), 1),
-                    }
-                )
-                print(json.dumps(steps[-1]), flush=True)
-        t = time.perf_counter()
-        LexicalIndex.build(ids=[f"c{i}" for i in range(len(texts))], texts=texts)
-        bm25_build = time.perf_counter() - t
+            LexicalIndex.build(ids=[f"c{i}" for i in range(len(texts))], texts=texts)
+            bm25_build = time.perf_counter() - t
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "embedder": embedder.name,

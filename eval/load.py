@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,13 +22,9 @@ import threading
 import time
 from pathlib import Path
 
+from assistant.servers import ServerStartError, free_port, start_listening
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _questions() -> list[str]:
@@ -41,21 +36,11 @@ def _questions() -> list[str]:
 
 def _start_app(port: int, backend: str) -> subprocess.Popen:
     env = {**os.environ, "ASSISTANT_BACKEND": backend, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assistant", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the app did not start within 180 s")
+    command = [sys.executable, "-m", "assistant", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    try:
+        return start_listening(command, port, timeout=180, env=env)
+    except ServerStartError as exc:
+        raise SystemExit(f"the app did not start: {exc}") from exc
 
 
 def run(url: str, users: int, seconds: float, backend: str) -> dict:
@@ -125,7 +110,7 @@ def main() -> None:
     process = None
     url = args.url
     if url is None:
-        port = _free_port()
+        port = free_port()
         process = _start_app(port, args.backend)
         url = f"http://127.0.0.1:{port}/"
     elif not url.startswith(("http://127.0.0.1", "http://localhost")):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from assistant.chat import Assistant
 from assistant.index import Index
 from assistant.retrieve import HybridRetriever
+from assistant.servers import free_port
 from assistant.settings import PROJECT_ROOT, Settings
 
 pytestmark = [
@@ -61,12 +61,6 @@ class RunningApp:
     settings: Settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def running_app(corpus_index: Index, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
     from ui.app import launch
@@ -76,7 +70,7 @@ def running_app(corpus_index: Index, tmp_path_factory: pytest.TempPathFactory) -
         update={"backend": "extractive", "data_dir": data_dir, "max_upload_mb": 2, "auth": None}
     )
     assistant = Assistant(settings, corpus_index, HybridRetriever(corpus_index))
-    port = _free_port()
+    port = free_port()
     demo = launch(assistant, settings, "127.0.0.1", port, block=False)
     try:
         yield RunningApp(f"http://127.0.0.1:{port}/", assistant, settings)
