@@ -48,17 +48,21 @@ class HybridRetriever:
         for text in dict.fromkeys(queries):
             if mode in ("hybrid", "dense"):
                 vector = self.index.embedder.embed_query(text)
-                for rank, hit in enumerate(self.index.dense(vector, self.candidates, doc_id), 1):
+                dense = sorted(
+                    self.index.dense(vector, self.candidates, doc_id), key=lambda h: _tie_safe(h.similarity, h.id)
+                )
+                for rank, hit in enumerate(dense, 1):
                     entry = fused.setdefault(hit.id, {"score": 0.0})
                     entry["score"] += self._rrf(rank)
                     entry.setdefault("dense_rank", rank)
                     entry.setdefault("dense_score", hit.similarity)
             if mode in ("hybrid", "lexical"):
-                for rank, (chunk_id, _score) in enumerate(self.index.lexical(text, self.candidates, doc_id), 1):
+                lexical = sorted(self.index.lexical(text, self.candidates, doc_id), key=lambda h: _tie_safe(h[1], h[0]))
+                for rank, (chunk_id, _score) in enumerate(lexical, 1):
                     entry = fused.setdefault(chunk_id, {"score": 0.0})
                     entry["score"] += self._rrf(rank)
                     entry.setdefault("lexical_rank", rank)
-        ranked = sorted(fused.items(), key=lambda item: -item[1]["score"])
+        ranked = sorted(fused.items(), key=lambda item: _tie_safe(item[1]["score"], item[0]))
         results: list[ScoredChunk] = []
         for chunk_id, entry in ranked:
             chunk = self.index.get(chunk_id)
@@ -95,6 +99,13 @@ class HybridRetriever:
 
     def as_langchain(self, k: int = 5, doc_id: str | None = None) -> BaseRetriever:
         return LangChainRetriever(retriever=self, k=k, doc_id=doc_id)
+
+
+def _tie_safe(score: float, chunk_id: str) -> tuple[float, str]:
+    """Sort key, best first: scores equal to 6 decimals rank by chunk id, so that float noise
+    (threaded matrix products embed a query a few ulps differently from run to run) cannot
+    reorder near-ties and make answers and evaluations irreproducible."""
+    return (-round(score, 6), chunk_id)
 
 
 def _overlap(a_start: int, a_end: int, b_start: int, b_end: int) -> float:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from assistant.evidence import contains_evidence
+from assistant.retrieve import HybridRetriever
+from assistant.schema import Chunk
+from assistant.vectorstore import VectorHit
 
 KNOWN = [
     ("Quels dispositifs de financement late stage la stratégie veut-elle renforcer ?", "Fonds TIBI"),
@@ -60,3 +63,38 @@ def test_langchain_retriever(corpus_retriever):
     assert len(docs) == 3
     assert {"doc_id", "title", "section", "page", "score"} <= set(docs[0].metadata)
     assert any("PICARD" in d.page_content or "Picard" in d.page_content for d in docs)
+
+
+class _TiedIndex:
+    """Two rankings that tie up to float noise, returned in an order that changes per call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.chunks = {
+            cid: Chunk(cid, "doc", "Doc", f"Section {cid}", f"texte {cid}", i * 100, i * 100 + 50)
+            for i, cid in enumerate(["c-a", "c-b", "c-c"])
+        }
+        self.embedder = self
+
+    def embed_query(self, text: str) -> list[float]:
+        return [1.0]
+
+    def dense(self, vector, k, doc_id=None):
+        self.calls += 1
+        noise = 1e-9 if self.calls % 2 else -1e-9
+        hits = [VectorHit("c-b", 0.9 + noise), VectorHit("c-a", 0.9), VectorHit("c-c", 0.8)]
+        return hits if self.calls % 2 else hits[::-1]
+
+    def lexical(self, query, k, doc_id=None):
+        return (
+            [("c-c", 2.0), ("c-b", 1.0), ("c-a", 1.0)] if self.calls % 2 else [("c-c", 2.0), ("c-a", 1.0), ("c-b", 1.0)]
+        )
+
+    def get(self, chunk_id):
+        return self.chunks.get(chunk_id)
+
+
+def test_near_ties_rank_the_same_on_every_run():
+    retriever = HybridRetriever(_TiedIndex())  # type: ignore[arg-type]
+    orders = {tuple(h.chunk.id for h in retriever.retrieve("question", k=3)) for _ in range(4)}
+    assert len(orders) == 1
