@@ -65,6 +65,17 @@ def test_unsupported_sentence_is_dropped_and_invented_figure_rejected(mock_assis
     assert any("milliards" in d for d in answer.dropped)
 
 
+def test_a_sentence_that_pins_a_real_figure_on_a_word_of_the_question_absent_from_its_source_is_dropped(
+    mock_assistant,
+):
+    assistant, llm = mock_assistant
+    # 160 % is in the sources, as a market growth; no source speaks of a "budget" for the strategy
+    llm.enqueue("Le budget alloué à la stratégie d'accélération est de 160 % [1].")
+    answer = assistant.ask("Quel budget l'État a-t-il alloué à la stratégie d'accélération Santé numérique ?")
+    assert "budget" not in answer.text.split("Le corpus")[0].lower()
+    assert answer.dropped == ["Le budget alloué à la stratégie d'accélération est de 160 %."]
+
+
 def test_unsupported_answer_is_replaced_by_quoted_sources(mock_assistant):
     assistant, llm = mock_assistant
     llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
