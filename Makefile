@@ -24,6 +24,8 @@ lint:
 eval: setup
 	$(BIN)/assistant eval eval/devset.jsonl --backend local --out eval/results/local
 	$(BIN)/assistant eval eval/devset.jsonl --backend extractive --out eval/results/extractive
+	$(BIN)/assistant eval eval/heldout.jsonl --backend local --out eval/results/heldout-local
+	$(BIN)/assistant eval eval/heldout.jsonl --backend extractive --out eval/results/heldout-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
