@@ -586,14 +586,21 @@ class Grounder:
         return AttributedAnswer(f"{opener} {' '.join(quotes)}", cited, [])
 
     def _continuation(self, source: PreparedSource, lead_in: _Sentence) -> list[_Sentence]:
-        """The items that complete a lead-in sentence, up to 1.5 × ``snippet_chars``."""
+        """The items that complete a lead-in sentence, up to 1.5 × ``snippet_chars``.
+
+        Only contiguous ones: a sentence withheld from the sources (an instruction) ends the run,
+        so the cited slice never carries text the quote leaves out.
+        """
+        text = source.citation.chunk.text
         items: list[_Sentence] = []
-        used = 0
+        used, previous_end = 0, lead_in.end
         for sentence in [s for s in source.sentences if s.start >= lead_in.end][:5]:
-            if items and used + len(sentence.text) > 1.5 * self.snippet_chars:
+            if text[previous_end : sentence.start].strip() or (
+                items and used + len(sentence.text) > 1.5 * self.snippet_chars
+            ):
                 break
             items.append(sentence)
-            used += len(sentence.text)
+            used, previous_end = used + len(sentence.text), sentence.end
         return items
 
 
