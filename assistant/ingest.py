@@ -402,7 +402,7 @@ def chunk_document(document: Document, max_chars: int = 900, overlap_chars: int 
             stack.append((block.level, block.title))
             continue
         last = section_units[-1] if section_units else None
-        lead_in = last[1] - last[0] if last and text[last[0] : last[1]].rstrip().endswith(":") else 0
+        lead_in = last[1] - last[0] if last and _introduces(text, last) else 0
         section_units.extend(_units(text, block, max_chars, lead_in))
     flush()
     return chunks
@@ -412,9 +412,6 @@ def _pack(
     units: list[tuple[int, int, bool]], max_chars: int, overlap_chars: int, text: str = ""
 ) -> list[tuple[int, int]]:
     """Greedy packing of units into windows, preferring block boundaries, with overlap."""
-
-    def _ends_with_colon(unit: tuple[int, int, bool]) -> bool:
-        return bool(text) and text[unit[0] : unit[1]].rstrip().endswith(":")
 
     windows: list[tuple[int, int]] = []
     i = 0
@@ -436,7 +433,7 @@ def _pack(
                     end = units[k - 1][1]
                     break
         # an introduction ending with ":" opens the list or table that follows it
-        if j < len(units) and j - 1 > first and _ends_with_colon(units[j - 1]):
+        if j < len(units) and j - 1 > first and _introduces(text, units[j - 1]):
             j -= 1
             end = units[j - 1][1]
         windows.append((units[first][0], end))
@@ -448,6 +445,11 @@ def _pack(
             back -= 1
         i = back if back < j and not units[j][2] else j
     return windows
+
+
+def _introduces(text: str, unit: tuple[int, int, bool]) -> bool:
+    """An introduction ending with ":" opens the list or table that follows it."""
+    return bool(text) and text[unit[0] : unit[1]].rstrip().endswith(":")
 
 
 def _make_chunk(document: Document, section: str, start: int, end: int, seen: dict[str, int]) -> Chunk:
