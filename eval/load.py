@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from assistant.servers import ServerStartError, free_port, start_listening
+from assistant.servers import ServerStartError, free_port, start_listening, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,8 +119,7 @@ def main() -> None:
         result = run(url, args.users, args.seconds, args.backend)
     finally:
         if process:
-            process.terminate()
-            process.wait(timeout=30)
+            stop(process)
     print(json.dumps(result, indent=1, ensure_ascii=False))
     previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else []
     args.out.parent.mkdir(parents=True, exist_ok=True)
