@@ -25,7 +25,7 @@ from functools import cached_property
 import numpy as np
 
 from assistant.embedding import Embedder
-from assistant.ingest import sentence_spans
+from assistant.ingest import LIST_ITEM, sentence_spans
 from assistant.lexical import LexicalIndex, analyze, raw_tokens
 from assistant.llm import Message
 from assistant.schema import Chunk, Citation, ScoredChunk
@@ -579,7 +579,7 @@ class Grounder:
         for sentence in chosen:
             source = sources[sentence.source]
             items = self._continuation(source, sentence) if _leads_in(sentence.text) else []
-            text = " ".join([_clean_quote(sentence.text), *(_clean_quote(i.text).lstrip("-–•* ") for i in items)])
+            text = " ".join([_clean_quote(sentence.text), *(_clean_quote(i.text) for i in items)])
             quotes.append(f"« {text} » [{sentence.source + 1}]")
             end = items[-1].end if items else sentence.end
             cited.setdefault(sentence.source + 1, source.citation.chunk.text[sentence.start : end].strip())
@@ -665,6 +665,6 @@ def unescape_markdown(text: str) -> str:
 
 
 def _clean_quote(text: str) -> str:
-    text = re.sub(r"^\s*(?:[-*•►]|\d{1,3}[.)])\s+", "", text)
+    text = LIST_ITEM.sub("", text, count=1)  # the markers the chunker reads as list items
     text = re.sub(r"\*\*|__", "", text)
     return unescape_markdown(re.sub(r"\s+", " ", text).strip())

@@ -188,7 +188,7 @@ def _guess_title(text: str, kind: str) -> str | None:
 # --------------------------------------------------------------------------- blocks
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+•►▪–]|\d{1,3}[.)])\s+")
+LIST_ITEM = re.compile(r"^\s*(?:[-*+•►▪–]|\d{1,3}[.)])\s+")  # a list item's marker
 _PLAIN_HEADING = re.compile(r"^(?:(\d+(?:\.\d+)*)\.?|[IVX]+\.|[A-Z]\.)\s+\S")
 
 
@@ -271,7 +271,7 @@ def _blocks(text: str, kind: str) -> list[_Block]:
             if level:
                 blocks.append(_Block("heading", start + lead, end, level, _clean_heading(stripped)))
                 continue
-        line_kind = "table" if stripped.startswith("|") else "list" if _LIST_ITEM.match(line) else "paragraph"
+        line_kind = "table" if stripped.startswith("|") else "list" if LIST_ITEM.match(line) else "paragraph"
         if current is not None and (
             current.kind == line_kind or (current.kind == "list" and line_kind == "paragraph" and lead > 0)
         ):
@@ -358,7 +358,7 @@ def _units(text: str, block: _Block, max_chars: int, lead_in: int = 0) -> list[t
         if block.end - block.start + lead_in <= max_chars:
             return [(block.start, block.end, True)]
         rows: list[tuple[int, int, bool]] = []
-        pattern = re.compile(r"^\s*\|" if block.kind == "table" else _LIST_ITEM.pattern, re.M)
+        pattern = re.compile(r"^\s*\|" if block.kind == "table" else LIST_ITEM.pattern, re.M)
         marks = [m.start() for m in pattern.finditer(text, block.start, block.end)] or [block.start]
         marks = sorted(set([block.start, *marks]))
         for i, s in enumerate(marks):
