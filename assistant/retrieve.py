@@ -1,12 +1,13 @@
-"""Stage 3 — hybrid retrieval: dense e5 + French BM25, fused by reciprocal rank fusion,
-then diversified (a cap per section, no overlapping passages) and optionally filtered by
-document. ``as_langchain()`` exposes it as a LangChain retriever.
+"""Stage 3 — hybrid retrieval: dense e5 + French BM25, fused by standardised scores (or
+reciprocal rank fusion), then diversified (a cap per section, no overlapping passages) and
+optionally filtered by document. ``as_langchain()`` exposes it as a LangChain retriever.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
@@ -17,23 +18,41 @@ from assistant.schema import ScoredChunk
 from assistant.settings import Settings
 
 Mode = Literal["hybrid", "dense", "lexical"]
+Fusion = Literal["zscore", "rrf"]
 
 
 class HybridRetriever:
     """Ranks chunks of an ``Index`` for a question."""
 
     def __init__(
-        self, index: Index, candidates: int = 30, rrf_k: int = 60, max_per_section: int = 2, leaders: int = 2
+        self,
+        index: Index,
+        candidates: int = 100,
+        fusion: Fusion = "zscore",
+        dense_weight: float = 0.5,
+        rrf_k: int = 60,
+        max_per_section: int = 2,
+        leaders: int = 2,
     ) -> None:
         self.index = index
-        self.leaders = leaders
         self.candidates = candidates
+        self.fusion = fusion
+        self.dense_weight = dense_weight
         self.rrf_k = rrf_k
+        self.leaders = leaders
         self.max_per_section = max_per_section
 
     @classmethod
     def from_settings(cls, index: Index, settings: Settings) -> HybridRetriever:
-        return cls(index, settings.candidates, settings.rrf_k, settings.max_chunks_per_section, settings.rrf_leaders)
+        return cls(
+            index,
+            settings.candidates,
+            settings.fusion,
+            settings.dense_weight,
+            settings.rrf_k,
+            settings.max_chunks_per_section,
+            settings.rrf_leaders,
+        )
 
     def retrieve(
         self, query: str | list[str], k: int = 5, doc_id: str | None = None, mode: Mode = "hybrid"
@@ -41,11 +60,12 @@ class HybridRetriever:
         """Top ``k`` chunks for ``query``; ``mode`` picks dense, lexical or both (for evaluation).
 
         Several queries (a follow-up with and without its context) are fused like the two
-        rankings of one query: each list adds 1/(rrf_k + rank) to a chunk's score.
+        rankings of one query: each ranking adds its fused score to a chunk's total.
         """
         queries = [q.strip() for q in ([query] if isinstance(query, str) else query) if q.strip()]
         fused: dict[str, dict[str, Any]] = {}
         for text in dict.fromkeys(queries):
+            rankings: list[tuple[float, list[tuple[str, float]]]] = []
             if mode in ("hybrid", "dense"):
                 vector = self.index.embedder.embed_query(text)
                 dense = sorted(
@@ -53,15 +73,19 @@ class HybridRetriever:
                 )
                 for rank, hit in enumerate(dense, 1):
                     entry = fused.setdefault(hit.id, {"score": 0.0})
-                    entry["score"] += self._rrf(rank)
                     entry.setdefault("dense_rank", rank)
                     entry.setdefault("dense_score", hit.similarity)
+                rankings.append((self.dense_weight if mode == "hybrid" else 1.0, [(h.id, h.similarity) for h in dense]))
             if mode in ("hybrid", "lexical"):
                 lexical = sorted(self.index.lexical(text, self.candidates, doc_id), key=lambda h: _tie_safe(h[1], h[0]))
                 for rank, (chunk_id, _score) in enumerate(lexical, 1):
-                    entry = fused.setdefault(chunk_id, {"score": 0.0})
-                    entry["score"] += self._rrf(rank)
-                    entry.setdefault("lexical_rank", rank)
+                    fused.setdefault(chunk_id, {"score": 0.0}).setdefault("lexical_rank", rank)
+                rankings.append((1.0 - self.dense_weight if mode == "hybrid" else 1.0, lexical))
+            seen = {chunk_id for _, ranking in rankings for chunk_id, _ in ranking}
+            for weight, ranking in rankings:
+                scores, missing = self._fuse(ranking)
+                for chunk_id in seen:
+                    fused[chunk_id]["score"] += weight * scores.get(chunk_id, missing)
         ranked = sorted(fused.items(), key=lambda item: _tie_safe(item[1]["score"], item[0]))
         results: list[ScoredChunk] = []
         for chunk_id, entry in ranked:
@@ -69,6 +93,14 @@ class HybridRetriever:
             if chunk is not None:
                 results.append(ScoredChunk(chunk=chunk, **entry))
         return self._diversify(results, k)
+
+    def _fuse(self, ranking: list[tuple[str, float]]) -> tuple[dict[str, float], float]:
+        """One ranking's contribution per chunk, and what a chunk it does not list gets."""
+        if not ranking:
+            return {}, 0.0
+        if self.fusion == "rrf":
+            return {chunk_id: self._rrf(rank) for rank, (chunk_id, _) in enumerate(ranking, 1)}, 0.0
+        return _zscores(ranking)
 
     def _rrf(self, rank: int) -> float:
         """Reciprocal rank, plus a bonus for a list's leaders: plain RRF lets a chunk ranked
@@ -99,6 +131,17 @@ class HybridRetriever:
 
     def as_langchain(self, k: int = 5, doc_id: str | None = None) -> BaseRetriever:
         return LangChainRetriever(retriever=self, k=k, doc_id=doc_id)
+
+
+def _zscores(ranking: list[tuple[str, float]]) -> tuple[dict[str, float], float]:
+    """Scores standardised within their ranking, so that cosines (~0.8–0.9, tightly packed)
+    and BM25 (0–30, long-tailed) weigh alike. Unlike ranks, they keep how far the leader is
+    ahead: one passage with all the rare terms of the question stands out from the pack.
+    A chunk the ranking does not list (BM25 found none of the terms) gets the lowest score."""
+    values = np.array([score for _, score in ranking], dtype=np.float64)
+    spread = float(values.std()) or 1.0
+    scores = {chunk_id: (score - float(values.mean())) / spread for chunk_id, score in ranking}
+    return scores, min(scores.values())
 
 
 def _tie_safe(score: float, chunk_id: str) -> tuple[float, str]:

@@ -47,10 +47,12 @@ class Settings(BaseSettings):
 
     # --- retrieval
     top_k: int = 5
-    candidates: int = 30
-    rrf_k: int = 60
+    candidates: int = 100  # per ranking (dense, BM25) and per query
+    fusion: Literal["zscore", "rrf"] = "zscore"
+    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="BM25 gets the rest.")
+    rrf_k: int = 60  # fusion="rrf" only
+    rrf_leaders: int = 2  # fusion="rrf" only: the top chunks of each ranking always make the cut
     max_chunks_per_section: int = 2
-    rrf_leaders: int = 2  # the top chunks of each ranking always make the cut
 
     # --- generation
     backend: Backend = "local"

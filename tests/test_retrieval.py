@@ -98,3 +98,55 @@ def test_near_ties_rank_the_same_on_every_run():
     retriever = HybridRetriever(_TiedIndex())  # type: ignore[arg-type]
     orders = {tuple(h.chunk.id for h in retriever.retrieve("question", k=3)) for _ in range(4)}
     assert len(orders) == 1
+
+
+class _RankingsIndex:
+    """Fixed dense and BM25 rankings over 20 chunks: e5 cosines packed within 0.06 of each
+    other (as on the real corpus), BM25 with one passage far ahead (all the rare terms)."""
+
+    def __init__(self) -> None:
+        ids = [f"c-{i:02d}" for i in range(20)]
+        self.chunks = {
+            cid: Chunk(cid, "doc", "Doc", f"Section {i}", f"texte {cid}", i * 100, i * 100 + 50)
+            for i, cid in enumerate(ids)
+        }
+        self.dense_hits = [VectorHit(cid, 0.86 - 0.003 * i) for i, cid in enumerate(ids)]
+        self.lexical_hits = [("c-07", 25.0)] + [(cid, 3.0 - 0.1 * i) for i, cid in enumerate(ids) if cid != "c-07"]
+        self.embedder = self
+
+    def embed_query(self, text: str) -> list[float]:
+        return [1.0]
+
+    def dense(self, vector, k, doc_id=None):
+        return self.dense_hits[:k]
+
+    def lexical(self, query, k, doc_id=None):
+        return self.lexical_hits[:k]
+
+    def get(self, chunk_id):
+        return self.chunks.get(chunk_id)
+
+
+def test_score_fusion_keeps_how_far_a_ranking_leader_is_ahead():
+    index = _RankingsIndex()
+    zscore = HybridRetriever(index, fusion="zscore")  # type: ignore[arg-type]
+    assert zscore.retrieve("q", k=3)[0].chunk.id == "c-07"
+    # ranks alone cannot tell a runaway BM25 leader from a narrow one: the dense leader wins
+    rrf = HybridRetriever(index, fusion="rrf")  # type: ignore[arg-type]
+    assert rrf.retrieve("q", k=3)[0].chunk.id == "c-00"
+
+
+def test_dense_weight_moves_fusion_between_the_two_rankings():
+    index = _RankingsIndex()
+    only_dense = HybridRetriever(index, dense_weight=1.0)  # type: ignore[arg-type]
+    only_lexical = HybridRetriever(index, dense_weight=0.0)  # type: ignore[arg-type]
+    assert [h.chunk.id for h in only_dense.retrieve("q", k=3)] == ["c-00", "c-01", "c-02"]
+    assert [h.chunk.id for h in only_lexical.retrieve("q", k=3)] == ["c-07", "c-00", "c-01"]
+
+
+def test_a_chunk_bm25_does_not_list_ranks_below_those_it_lists():
+    index = _RankingsIndex()
+    index.lexical_hits = [(cid, score) for cid, score in index.lexical_hits if cid != "c-00"]
+    order = [h.chunk.id for h in HybridRetriever(index).retrieve("q", k=20)]  # type: ignore[arg-type]
+    # not treated as an average BM25 score: the dense leader falls behind the dense runner-up
+    assert order.index("c-01") < order.index("c-00")
