@@ -312,7 +312,9 @@ class Assistant:
             if self.grounder.evidence_strength(turn.standalone, turn.sources) >= self.settings.overrule_refusal_at:
                 result, mode = self._quote(turn), "extractive"
         else:
-            result = self.grounder.attribute(turn.raw_answer, turn.sources, turn.lang, turn.question)
+            result = self.grounder.attribute(
+                turn.raw_answer, turn.sources, turn.lang, turn.question, expects_figure(turn.question)
+            )
             refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
             if not result.text and self.grounder.invented_figures(turn.raw_answer, turn.sources, turn.question):
                 refusal_reason = "le modèle avance des chiffres absents des sources"

@@ -129,8 +129,8 @@ Règles, toujours valables :
 _FEWSHOT: list[Message] = [
     {
         "role": "user",
-        "content": "SOURCES :\n[1] (Financement)\nLe fonds régional dote chaque projet lauréat de 200 000 euros sur deux ans.\n\n"
-        "[2] (Calendrier)\nLes candidatures sont ouvertes jusqu'au 15 mars.\n\n"
+        "content": "SOURCES :\n[2] (Calendrier)\nLes candidatures sont ouvertes jusqu'au 15 mars.\n\n"
+        "[1] (Financement)\nLe fonds régional dote chaque projet lauréat de 200 000 euros sur deux ans.\n\n"
         "QUESTION : Quel montant reçoit un projet lauréat ?",
     },
     {"role": "assistant", "content": "Chaque projet lauréat reçoit 200 000 euros sur deux ans [1]."},
@@ -161,11 +161,17 @@ def build_messages(
 ) -> list[Message]:
     """System rules + few-shot (a constant prefix, cached by llama.cpp), then sources and question.
 
+    Sources are listed from the least to the most relevant, so that [1] sits next to the
+    question: the 1.5B model draws its answer from the source it read last. Listed [1] first,
+    it answered from [2] or [3] for 9 of the dev questions whose evidence was in [1], reversed
+    for 1; dev citation validity went 0.614 → 0.753, false refusals 0.122 → 0.189 (most of
+    the new refusals replace answers that cited the wrong source).
+
     An English question gets a reminder next to it: rule 6 alone, far up in the system prompt,
     is often ignored by the 1.5B model when all the sources are French.
     """
     blocks = []
-    for source in sources:
+    for source in reversed(sources):
         c = source.citation
         blocks.append(f"[{c.n}] ({source_label(c.chunk)})\n{c.snippet}")
     parts = ["SOURCES :\n" + "\n\n".join(blocks)]
@@ -248,7 +254,7 @@ def specific_terms(question: str, lang: str = "fr") -> list[str]:
 
 _ASKS_FIGURE = re.compile(
     r"\b(combien|quand|en quelle année|à quelle date|jusqu'à quand"
-    r"|quel(?:le)?s?\s+(?:est\s+(?:le|la)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe)"
+    r"|quel(?:le)?s?\s+(?:(?:est|sont|sera|seront|était|serait)\s+)?(?:(?:le|la|les|sa|son|ses|leur|leurs)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe)"
     r"|how\s+(?:many|much|long)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate))\b",
     re.IGNORECASE,
 )
@@ -461,7 +467,12 @@ class Grounder:
 
     # -------------------------------------------------------------- attribution
     def attribute(
-        self, answer: str, sources: Sequence[PreparedSource], lang: str = "fr", question: str = ""
+        self,
+        answer: str,
+        sources: Sequence[PreparedSource],
+        lang: str = "fr",
+        question: str = "",
+        wants_figure: bool = False,
     ) -> AttributedAnswer:
         """Re-cite each answer sentence from the source sentence that supports it; drop the rest.
 
@@ -471,6 +482,8 @@ class Grounder:
         "Le budget alloué est de 160 % [1]" is not supported by a source that gives 160 % as a
         market growth and never speaks of a budget (dev set: citation validity 0.697 → 0.740
         on replayed answers; a few correct answers worded with the question's verb become quotes).
+        With ``wants_figure`` (the question asks for a quantity or a date), an answer none of whose
+        sentences adds a figure does not answer, however true it is: nothing is kept.
         """
         bank = [s for src in sources for s in src.sentences]
         if not bank:
@@ -525,6 +538,8 @@ class Grounder:
             n = chosen.source + 1
             cited.setdefault(n, chosen.text)
             kept.append(_with_citation(sentence, n))
+        if wants_figure and kept and not any(_figures(_CITATION.sub("", k)) - _figures(question) for k in kept):
+            return AttributedAnswer("", {}, dropped + [_CITATION.sub("", k) for k in kept])  # no figure asked
         return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped)
 
     @staticmethod
