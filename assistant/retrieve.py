@@ -15,10 +15,9 @@ from pydantic import ConfigDict
 
 from assistant.index import Index
 from assistant.schema import ScoredChunk
-from assistant.settings import Settings
+from assistant.settings import Fusion, Settings
 
 Mode = Literal["hybrid", "dense", "lexical"]
-Fusion = Literal["zscore", "rrf"]
 
 
 class HybridRetriever:
@@ -64,8 +63,8 @@ class HybridRetriever:
         """
         queries = [q.strip() for q in ([query] if isinstance(query, str) else query) if q.strip()]
         fused: dict[str, dict[str, Any]] = {}
+        rankings: list[tuple[float, list[tuple[str, float]]]] = []  # (weight, ranking) of every query
         for text in dict.fromkeys(queries):
-            rankings: list[tuple[float, list[tuple[str, float]]]] = []
             if mode in ("hybrid", "dense"):
                 vector = self.index.embedder.embed_query(text)
                 dense = sorted(
@@ -81,11 +80,10 @@ class HybridRetriever:
                 for rank, (chunk_id, _score) in enumerate(lexical, 1):
                     fused.setdefault(chunk_id, {"score": 0.0}).setdefault("lexical_rank", rank)
                 rankings.append((1.0 - self.dense_weight if mode == "hybrid" else 1.0, lexical))
-            seen = {chunk_id for _, ranking in rankings for chunk_id, _ in ranking}
-            for weight, ranking in rankings:
-                scores, missing = self._fuse(ranking)
-                for chunk_id in seen:
-                    fused[chunk_id]["score"] += weight * scores.get(chunk_id, missing)
+        for weight, ranking in rankings:  # a chunk one ranking does not list gets its floor
+            scores, missing = self._fuse(ranking)
+            for chunk_id, entry in fused.items():
+                entry["score"] += weight * scores.get(chunk_id, missing)
         ranked = sorted(fused.items(), key=lambda item: _tie_safe(item[1]["score"], item[0]))
         results: list[ScoredChunk] = []
         for chunk_id, entry in ranked:

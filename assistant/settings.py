@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Backend = Literal["local", "extractive", "openai", "ollama"]
+Fusion = Literal["zscore", "rrf"]
 
 
 def default_models_dir() -> Path:
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     # --- retrieval
     top_k: int = 5
     candidates: int = 100  # per ranking (dense, BM25) and per query
-    fusion: Literal["zscore", "rrf"] = "zscore"
+    fusion: Fusion = "zscore"
     dense_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="BM25 gets the rest.")
     rrf_k: int = 60  # fusion="rrf" only
     rrf_leaders: int = 2  # fusion="rrf" only: the top chunks of each ranking always make the cut

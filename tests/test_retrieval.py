@@ -150,3 +150,36 @@ def test_a_chunk_bm25_does_not_list_ranks_below_those_it_lists():
     order = [h.chunk.id for h in HybridRetriever(index).retrieve("q", k=20)]  # type: ignore[arg-type]
     # not treated as an average BM25 score: the dense leader falls behind the dense runner-up
     assert order.index("c-01") < order.index("c-00")
+
+
+class _TwoQueryIndex:
+    """Query "a" ranks x first in both lists; query "b" ranks y first and does not list x."""
+
+    def __init__(self) -> None:
+        self.rankings = {
+            1.0: ([("x", 0.9), ("y", 0.8), ("z", 0.7)], [("x", 10.0), ("y", 5.0), ("z", 1.0)]),
+            2.0: ([("y", 0.9), ("z", 0.8), ("w", 0.7)], [("y", 10.0), ("z", 5.0), ("w", 1.0)]),
+        }
+        self.chunks = {
+            cid: Chunk(cid, "doc", "Doc", f"S {cid}", f"texte {cid}", i * 100, i * 100 + 50)
+            for i, cid in enumerate("wxyz")
+        }
+        self.embedder = self
+
+    def embed_query(self, text: str) -> list[float]:
+        return [1.0 if text == "a" else 2.0]
+
+    def dense(self, vector, k, doc_id=None):
+        return [VectorHit(cid, score) for cid, score in self.rankings[vector[0]][0]]
+
+    def lexical(self, query, k, doc_id=None):
+        return self.rankings[self.embed_query(query)[0]][1]
+
+    def get(self, chunk_id):
+        return self.chunks.get(chunk_id)
+
+
+def test_a_chunk_one_query_does_not_list_gets_that_querys_floor():
+    # x leads query "a" as y leads query "b", but only y is also listed by the other query
+    hits = HybridRetriever(_TwoQueryIndex()).retrieve(["a", "b"], k=2)  # type: ignore[arg-type]
+    assert [h.chunk.id for h in hits] == ["y", "x"]
