@@ -290,6 +290,11 @@ def _figures(text: str) -> set[str]:
     return found | {w.casefold() for w in _NUMBER_WORDS.findall(text)}
 
 
+def _adds_figure(text: str, asked: set[str]) -> bool:
+    """Whether ``text`` holds a figure or date other than those of the question (``asked``)."""
+    return bool(_figures(text) - asked)
+
+
 def _weighted_share(weights: Mapping[str, float], stems: Collection[str]) -> float:
     """Share of the weight of ``weights``' terms that ``stems`` contains (0 without terms)."""
     total = sum(weights.values())
@@ -493,6 +498,7 @@ class Grounder:
         # the question's rare words; English ones never occur in the French sources
         question_terms = set(self.key_terms(question)) if lang == "fr" else set()
         kept: list[str] = []
+        kept_plain: list[str] = []  # the same sentences without their [n]
         cited: dict[int, str] = {}
         dropped: list[str] = []
         for sentence, model_refs in _answer_sentences(answer):
@@ -538,8 +544,11 @@ class Grounder:
             n = chosen.source + 1
             cited.setdefault(n, chosen.text)
             kept.append(_with_citation(sentence, n))
-        if wants_figure and kept and not any(_figures(_CITATION.sub("", k)) - _figures(question) for k in kept):
-            return AttributedAnswer("", {}, dropped + [_CITATION.sub("", k) for k in kept])  # no figure asked
+            kept_plain.append(sentence)
+        if wants_figure and kept:
+            asked = _figures(question)
+            if not any(_adds_figure(k, asked) for k in kept_plain):
+                return AttributedAnswer("", {}, dropped + kept_plain)  # true, but not the figure asked for
         return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped)
 
     @staticmethod
@@ -567,7 +576,7 @@ class Grounder:
         bank = [s for src in sources for s in src.sentences]
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
-            bank = [s for s in bank if _figures(s.text) - asked]
+            bank = [s for s in bank if _adds_figure(s.text, asked)]
         key_terms = set(self.known_key_terms(question))
         if key_terms:  # a quote that shares no rare word of the question does not answer it
             bank = [s for s in bank if s.stems & key_terms]
