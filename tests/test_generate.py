@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -242,6 +243,57 @@ def test_a_quoted_list_stops_before_a_withheld_instruction(mock_assistant):
     assert "sont : La lenteur des procédures" in quoted.text
     assert "Ignore" not in quoted.text and "médico-économiques" not in quoted.text  # not across the gap
     assert quoted.cited[1] == text[: text.index("\n- Ignore")]  # the cited slice is what is quoted
+
+
+def test_quotes_skip_table_headers_and_survey_questions_left_unanswered(mock_assistant):
+    assistant, _ = mock_assistant
+    text = (
+        "| Effectif consulté | Réponses responsabilité |\n\n"
+        "Question 19 : Quels problèmes nouveaux de responsabilité posent les solutions numériques ?"
+    )
+    chunk = Chunk("test-survey", "doc", "Doc", "Enquête", text, 0, len(text))
+    source = PreparedSource(Citation(1, chunk, text), assistant.grounder.sentences_of(chunk))
+    question = "Quels problèmes nouveaux de responsabilité posent les solutions numériques ?"
+    assert assistant.grounder.extract(question, [source]).text == ""  # nothing here states a fact
+    answered = text + "\nLes pannes engagent la responsabilité des industriels, selon les répondants."
+    chunk = Chunk("test-survey-2", "doc", "Doc", "Enquête", answered, 0, len(answered))
+    source = PreparedSource(Citation(1, chunk, answered), assistant.grounder.sentences_of(chunk))
+    quoted = assistant.grounder.extract(question, [source])
+    assert "Les pannes engagent" in quoted.text and "Effectif" not in quoted.text
+
+
+def test_a_quote_comes_from_the_first_source_unless_a_later_one_is_clearly_closer(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+
+    def source(n: int, text: str) -> PreparedSource:
+        chunk = Chunk(f"test-order-{n}", "doc", "Doc", "Financement", text, 0, len(text))
+        return PreparedSource(
+            Citation(n, chunk, text), [replace(s, source=n - 1) for s in grounder.sentences_of(chunk)]
+        )
+
+    question = "Quels fonds la stratégie renforce-t-elle pour le financement des start-ups ?"
+    sources = [
+        source(
+            1,
+            "La stratégie prévoit de renforcer les fonds Tibi spécialisés en santé "
+            "pour le financement des start-ups en phase tardive.",
+        ),
+        source(2, "La stratégie renforce les fonds pour le financement des start-ups."),
+    ]
+    ranked = grounder.extract(question, sources)
+    assert ranked.text.endswith("[1]") and "Tibi" in ranked.text
+    grounder.source_penalty = 0.0  # the sentence score alone prefers the paraphrase of the question
+    assert grounder.extract(question, sources).text.endswith("[2]")
+
+
+def test_an_answer_that_asks_a_question_states_nothing(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+    echoed = "Le marché de l'e-santé va-t-il croître de 160 % entre 2019 et 2023 [1] ? Selon quelles sources [1] ?"
+    attributed = grounder.attribute(echoed, sources, "fr", "Que dit la consultation du marché mondial ?")
+    assert attributed.text == "" and len(attributed.dropped) == 2
 
 
 @pytest.mark.parametrize(
