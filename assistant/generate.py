@@ -588,13 +588,14 @@ class Grounder:
         follow-up, ``question`` is the standalone form and ``wants_figure`` says whether the
         user's own words asked for a figure (an earlier "combien" must not carry over).
         """
-        bank = [s for src in sources for s in src.sentences if self._quotable(src, s)]
+        bank = [s for src in sources for s in src.sentences]
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
             bank = [s for s in bank if _adds_figure(s.text, asked)]
         key_terms = set(self.known_key_terms(question))
         if key_terms:  # a quote that shares no rare word of the question does not answer it
             bank = [s for s in bank if s.stems & key_terms]
+        bank = [s for s in bank if self._quotable(sources[s.source], s)]  # last: it reads what follows
         if not bank:
             return AttributedAnswer("", {}, [])
         query_vector = np.asarray(self.embedder.embed_query(question))
@@ -656,13 +657,16 @@ class Grounder:
 # --------------------------------------------------------------------------- helpers
 
 
+_CLOSERS = ' *_»"”)'  # emphasis, closing quotes and brackets after a sentence's last mark
+
+
 def _is_question(text: str) -> bool:
-    return text.rstrip(' *_»"”)').endswith("?")
+    return text.rstrip(_CLOSERS).endswith("?")
 
 
 def _leads_in(text: str) -> bool:
     """A heading, a survey question or a list's lead-in: what answers it comes next."""
-    return text.rstrip(' *_»"”)').endswith((":", "?"))
+    return text.rstrip(_CLOSERS).endswith((":", "?"))
 
 
 def _chunk_sentence_spans(text: str) -> list[tuple[int, int]]:
