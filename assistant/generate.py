@@ -582,13 +582,18 @@ class Grounder:
         source most likely to hold the answer, and a close sentence score across chunks says
         less than that order (extractive backend, dev citation validity 0.675 → 0.714; held-out
         0.429 → 0.500). Table headers, bare names and questions with nothing after them are
-        never quoted.
+        never quoted, nor a passage that lacks a figure or year the question names ("… en 2022 ?":
+        dev replay, one unanswerable question more refused, nothing else changed).
         A question that asks for a figure or a date only gets sentences holding one it did
         not already contain; with none, nothing is quoted (the caller refuses). For a
         follow-up, ``question`` is the standalone form and ``wants_figure`` says whether the
         user's own words asked for a figure (an earlier "combien" must not carry over).
         """
         bank = [s for src in sources for s in src.sentences]
+        # a year or figure of the question ("… en 2022 ?") must be in the quoted passage: a quote
+        # from a passage that never mentions it answers another question
+        stated = _numbers(" ".join(m.group(0) for m in _STANDALONE_NUMBER.finditer(question)))
+        bank = [s for s in bank if stated <= sources[s.source].numbers]
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
             bank = [s for s in bank if _adds_figure(s.text, asked)]

@@ -30,7 +30,7 @@ class HybridRetriever:
         fusion: Fusion = "zscore",
         dense_weight: float = 0.5,
         rrf_k: int = 60,
-        max_per_section: int = 2,
+        max_per_section: int = 3,
         leaders: int = 2,
     ) -> None:
         self.index = index

@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     dense_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="BM25 gets the rest.")
     rrf_k: int = 60  # fusion="rrf" only
     rrf_leaders: int = 2  # fusion="rrf" only: the top chunks of each ranking always make the cut
-    max_chunks_per_section: int = 2
+    # a long section (a survey question's verbatim) often holds the answer in its 3rd chunk: dev
+    # hit@5 0.900 → 0.922 and evidence among the LLM's 3 sources 77 → 80 of 90 with 3 instead of 2
+    max_chunks_per_section: int = 3
 
     # --- generation
     backend: Backend = "local"

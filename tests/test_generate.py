@@ -287,6 +287,17 @@ def test_a_quote_comes_from_the_first_source_unless_a_later_one_is_clearly_close
     assert grounder.extract(question, sources).text.endswith("[2]")
 
 
+def test_a_quote_never_comes_from_a_passage_without_the_year_the_question_names(mock_assistant):
+    assistant, _ = mock_assistant
+    text = "Le groupe de travail est co-animé par Robert Picard et Nicole Hill depuis sa création en 2019."
+    chunk = Chunk("test-year", "doc", "Doc", "Gouvernance", text, 0, len(text))
+    source = PreparedSource(Citation(1, chunk, text), assistant.grounder.sentences_of(chunk))
+    grounder = assistant.grounder
+    assert "Picard" in grounder.extract("Qui co-anime le groupe de travail ?", [source]).text
+    assert "Picard" in grounder.extract("Qui co-anime le groupe de travail depuis 2019 ?", [source]).text
+    assert grounder.extract("Qui a remplacé Robert Picard comme co-animateur en 2022 ?", [source]).text == ""
+
+
 def test_an_answer_that_asks_a_question_states_nothing(mock_assistant):
     assistant, _ = mock_assistant
     grounder = assistant.grounder

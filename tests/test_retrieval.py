@@ -39,7 +39,8 @@ def test_results_carry_metadata_and_are_diverse(corpus_retriever):
     for hit in hits:
         assert hit.chunk.title and hit.chunk.doc_id and hit.chunk.text
     sections = [(h.chunk.doc_id, h.chunk.section) for h in hits]
-    assert max(sections.count(s) for s in sections) <= 2
+    assert corpus_retriever.max_per_section == 3
+    assert max(sections.count(s) for s in sections) <= 3
 
 
 def test_document_filter(corpus_retriever):
