@@ -107,6 +107,20 @@ def clean_question(question: str, max_chars: int) -> str:
     return text
 
 
+_REFERS_BACK = re.compile(
+    r"\b(?:celui|celle|ceux|celles)(?:-ci|-là)?\b|\bces? derni(?:er|ère)s?\b|\bcette dernière\b"
+    r"|\b(?:le|la|les|du|au|aux|des)\s+(?:premi(?:er|ère)s?|deuxièmes?|second(?:e|s|es)?|troisièmes?|quatrièmes?"
+    r"|cinquièmes?|derni(?:er|ère)s?)\b"
+    r"|\bthe\s+(?:first|second|third|fourth|fifth|last|latter|former)\b|\b(?:this|that|these|those)\s+ones?\b",
+    re.IGNORECASE,
+)
+
+
+def refers_back(question: str) -> bool:
+    """Whether a follow-up points at something of the previous answer ("la seconde", "celui-ci", "the latter")."""
+    return bool(_REFERS_BACK.search(question))
+
+
 def condense(question: str, previous_standalone: list[str], history: list[tuple[str, str]]) -> tuple[str, str]:
     """(standalone question, search query) for a turn.
 
@@ -248,10 +262,12 @@ class Assistant:
         own = self.grounder.sufficiency(turn.question, turn.hits, turn.lang)
         if not own.ok and turn.standalone != turn.question and not own.missing_hard:
             # a follow-up may lean on its context, unless its own words are foreign to the corpus
-            # ("la recette de la tarte tatin" after a question on funding); the checks after
-            # generation still apply
+            # ("la recette de la tarte tatin" after a question on funding); a follow-up that points
+            # back ("le poste de la seconde ?") or names a figure the passages hold ("Et à
+            # l'horizon 2023 ?") is about the conversation whatever its framing words
             with_context = self.grounder.sufficiency(turn.standalone, turn.hits, turn.lang)
-            if not with_context.missing_hard and self.grounder.known_share(own.key_terms) >= 0.5:
+            on_topic = self.grounder.known_share(own.key_terms) >= 0.5 or refers_back(turn.question)
+            if not with_context.missing_hard and (on_topic or re.search(r"\d", turn.question)):
                 own = with_context
                 own.ok = True
         turn.sufficiency = own

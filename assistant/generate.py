@@ -516,7 +516,9 @@ class Grounder:
             if not stems:
                 continue
             novel = stems - question_stems
-            if not novel or _is_question(sentence):  # a restatement or a question adds no fact
+            bare_figure = not wants_figure and not _WORD.search(_NUMBER.sub(" ", sentence))
+            if not novel or _is_question(sentence) or bare_figure:
+                # a restatement or a question adds no fact; a lone "5" answers no "quelles étapes ?"
                 dropped.append(sentence)
                 continue
             vector = np.asarray(self.embedder.embed_query(sentence))

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chat import Assistant, Conversation, clean_question
+from assistant.chat import Assistant, Conversation, clean_question, refers_back
 from assistant.errors import InvalidQuestionError
 from assistant.generate import (
     PreparedSource,
@@ -307,6 +307,17 @@ def test_an_answer_that_asks_a_question_states_nothing(mock_assistant):
     assert attributed.text == "" and len(attributed.dropped) == 2
 
 
+def test_a_bare_figure_answers_only_a_question_that_asks_for_one(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+    n = next(s.citation.n for s in sources if "160 %" in s.citation.chunk.text)
+    steps = grounder.attribute(f"160 % [{n}].", sources, "fr", "Quelles étapes la consultation propose-t-elle ?")
+    assert steps.text == "" and steps.dropped == ["160 %."]
+    growth = grounder.attribute(f"160 % [{n}].", sources, "fr", GROWTH_Q, wants_figure=True)
+    assert growth.text == f"160 % [{n}]."
+
+
 @pytest.mark.parametrize(
     "question",
     ["", "   \n\t ", "\x00\x01\x02", "?" * 5],
@@ -348,6 +359,24 @@ def test_unrelated_question_in_a_conversation_is_judged_on_its_own_terms(mock_as
     assistant.ask("Qui co-anime le groupe de travail sur la structuration de la filière ?", conversation)
     answer = assistant.ask("Quelle est la recette de la tarte tatin aux pommes ?", conversation)
     assert answer.refused and len(llm.history) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "follow_up"),
+    [
+        ("Qui co-anime le groupe de travail sur la structuration de la filière ?", "Quel est le poste de la seconde ?"),
+        ("Combien pesait le marché mondial de l'e-santé en 2019 ?", "Et à l'horizon 2023 ?"),
+    ],
+)
+def test_a_follow_up_that_points_back_or_names_a_figure_reaches_the_model(mock_assistant, first, follow_up):
+    assistant, llm = mock_assistant
+    conversation = Conversation()
+    llm.enqueue("Le groupe de travail est co-animé par Robert PICARD et Nicole HILL [1].")
+    assistant.ask(first, conversation)
+    llm.enqueue("Le corpus ne contient pas cette information.")
+    answer = assistant.ask(follow_up, conversation)
+    assert len(llm.history) == 2, answer.refusal_reason  # judged with its context, not refused up front
+    assert refers_back(follow_up) != ("2023" in follow_up)
 
 
 def test_abandoned_stream_stops_generation(mock_assistant):
