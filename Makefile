@@ -26,6 +26,8 @@ eval: setup
 	$(BIN)/assistant eval eval/devset.jsonl --backend extractive --out eval/results/extractive
 	$(BIN)/assistant eval eval/heldout.jsonl --backend local --out eval/results/heldout-local
 	$(BIN)/assistant eval eval/heldout.jsonl --backend extractive --out eval/results/heldout-extractive
+	$(BIN)/assistant eval eval/heldout2.jsonl --backend local --out eval/results/heldout2-local
+	$(BIN)/assistant eval eval/heldout2.jsonl --backend extractive --out eval/results/heldout2-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
