@@ -266,8 +266,9 @@ class Assistant:
             # back ("le poste de la seconde ?") or names a figure the passages hold ("Et à
             # l'horizon 2023 ?") is about the conversation whatever its framing words
             with_context = self.grounder.sufficiency(turn.standalone, turn.hits, turn.lang)
-            on_topic = self.grounder.known_share(own.key_terms) >= 0.5 or refers_back(turn.question)
-            if not with_context.missing_hard and (on_topic or re.search(r"\d", turn.question)):
+            names_figure = bool(re.search(r"\d", turn.question))  # held by the passages: no missing_hard
+            on_topic = self.grounder.known_share(own.key_terms) >= 0.5 or refers_back(turn.question) or names_figure
+            if not with_context.missing_hard and on_topic:
                 own = with_context
                 own.ok = True
         turn.sufficiency = own
