@@ -284,10 +284,14 @@ _DATE = re.compile(
 )
 
 
+def _standalone_numbers(text: str) -> set[str]:
+    """Figures written in digits that stand alone: the 19 of "COVID19" is not a quantity."""
+    return {n for match in _STANDALONE_NUMBER.finditer(text) for n in _numbers(match.group(0))}
+
+
 def _figures(text: str) -> set[str]:
-    """Stand-alone figures, number words and month names: the 19 of "COVID19" is not a quantity."""
-    found = {n for match in _STANDALONE_NUMBER.finditer(text) for n in _numbers(match.group(0))}
-    return found | {w.casefold() for w in _NUMBER_WORDS.findall(text)}
+    """Stand-alone figures, number words and month names."""
+    return _standalone_numbers(text) | {w.casefold() for w in _NUMBER_WORDS.findall(text)}
 
 
 def _adds_figure(text: str, asked: set[str]) -> bool:
@@ -594,7 +598,7 @@ class Grounder:
         bank = [s for src in sources for s in src.sentences]
         # a year or figure of the question ("… en 2022 ?") must be in the quoted passage: a quote
         # from a passage that never mentions it answers another question
-        stated = _numbers(" ".join(m.group(0) for m in _STANDALONE_NUMBER.finditer(question)))
+        stated = _standalone_numbers(question)
         bank = [s for s in bank if stated <= sources[s.source].numbers]
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
