@@ -27,6 +27,8 @@ from assistant.errors import BackendUnavailableError, InvalidQuestionError
 from assistant.generate import (
     REFUSAL_SENTINEL_EN,
     REFUSAL_SENTINEL_FR,
+    RULES_REFUSAL_EN,
+    RULES_REFUSAL_FR,
     AttributedAnswer,
     Grounder,
     PreparedSource,
@@ -35,6 +37,7 @@ from assistant.generate import (
     detect_language,
     expects_figure,
     is_refusal,
+    strip_instructions,
 )
 from assistant.index import Index
 from assistant.lexical import raw_tokens
@@ -67,7 +70,7 @@ class Conversation:
 class Turn:
     """The state one question carries through the chain."""
 
-    question: str
+    question: str  # what is asked: the user's words without clauses addressed to the assistant's rules
     history: list[tuple[str, str]]
     previous_queries: list[str]
     backend: str
@@ -75,6 +78,8 @@ class Turn:
     doc_id: str | None = None
     on_token: TokenCallback | None = None
     lang: str = "fr"
+    asked: str = ""  # the user's words as typed (cleaned)
+    instructions: list[str] = field(default_factory=list)
     standalone: str = ""
     query: str = ""
     hits: list[ScoredChunk] = field(default_factory=list)
@@ -128,7 +133,7 @@ def condense(question: str, previous_standalone: list[str], history: list[tuple[
     chain restarts from the previous raw question); a short one ("Et pour la deuxième ?")
     is also *searched* with the previous answer, whose names and items it refers to.
     """
-    if not previous_standalone:
+    if not previous_standalone or not previous_standalone[-1]:  # none, or a refused change of rules
         return question, question
     context = previous_standalone[-1]
     if len(context) > 300 and history:
@@ -138,7 +143,9 @@ def condense(question: str, previous_standalone: list[str], history: list[tuple[
     if (
         len(raw_tokens(question)) <= 10
         and history
-        and not history[-1][1].startswith((REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN))
+        and not history[-1][1].startswith(
+            (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN, RULES_REFUSAL_FR, RULES_REFUSAL_EN)
+        )
     ):
         previous_answer = re.sub(r"\s*\[\d+\]", "", history[-1][1])[:300]
         query = f"{context} {previous_answer} {question}"
@@ -250,12 +257,16 @@ class Assistant:
 
     # ------------------------------------------------------------------ chain steps
     def _prepare(self, turn: Turn) -> Turn:
-        turn.question = clean_question(turn.question, self.settings.max_question_chars)
-        turn.lang = detect_language(turn.question)
-        turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
+        turn.asked = clean_question(turn.question, self.settings.max_question_chars)
+        turn.question, turn.instructions = strip_instructions(turn.asked)
+        turn.lang = detect_language(turn.asked)
+        if turn.question:
+            turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
         return turn
 
     def _retrieve(self, turn: Turn) -> Turn:
+        if not turn.question:  # nothing asked but a change of rules: nothing to search
+            return turn
         queries = [turn.query, turn.question] if turn.query != turn.question else [turn.query]
         turn.hits = self.retriever.retrieve(queries, k=turn.k, doc_id=turn.doc_id)
         # judge on the question's own terms; a bare follow-up ("Et en 2023 ?") leans on its context
@@ -312,7 +323,9 @@ class Assistant:
         refusal_reason = ""
         result = AttributedAnswer("", {}, [])
         mode = "generated"
-        if not turn.hits:
+        if not turn.question:
+            refusal_reason = "la question ne demande que de changer les règles de l'assistant"
+        elif not turn.hits:
             refusal_reason = "aucun passage trouvé"
         elif not turn.sources:
             suff = turn.sufficiency
@@ -350,7 +363,7 @@ class Assistant:
             text = self.refusal_text(turn)
         citations = [Citation(s.n, s.chunk, cited[s.n]) for s in sources if s.n in cited]
         turn.answer = Answer(
-            question=turn.question,
+            question=turn.asked,
             text=text,
             refused=refused,
             citations=citations,
@@ -378,6 +391,10 @@ class Assistant:
     def refusal_text(self, turn: Turn) -> str:
         """A plain refusal that says what the corpus does cover."""
         titles = "; ".join(d.metadata.get("short_title") or d.title for d in self.index.documents())
+        if not turn.question:
+            if turn.lang == "en":
+                return f"{RULES_REFUSAL_EN} I answer questions on the documents, citing them: {titles}."
+            return f"{RULES_REFUSAL_FR} Je réponds aux questions sur les documents, en les citant : {titles}."
         near = list(dict.fromkeys(h.chunk.section.split(" > ")[-1] for h in turn.hits[:3] if h.chunk.section))
         if turn.lang == "en":
             text = f"{REFUSAL_SENTINEL_EN} I cannot answer this from the documents, which cover: {titles}."
