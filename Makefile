@@ -28,6 +28,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout.jsonl --backend extractive --out eval/results/heldout-extractive
 	$(BIN)/assistant eval eval/heldout2.jsonl --backend local --out eval/results/heldout2-local
 	$(BIN)/assistant eval eval/heldout2.jsonl --backend extractive --out eval/results/heldout2-extractive
+	$(BIN)/assistant eval eval/heldout3.jsonl --backend local --out eval/results/heldout3-local
+	$(BIN)/assistant eval eval/heldout3.jsonl --backend extractive --out eval/results/heldout3-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
