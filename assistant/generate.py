@@ -101,17 +101,22 @@ def looks_like_instruction(text: str) -> bool:
 
 
 _ADDRESSED_TO_ASSISTANT = re.compile(
-    r"\b(tes|tu|vos|votre|ton|your|you|précédent\w*|previous|ci-dessus|above|syst[èe]me|system)\b", re.IGNORECASE
+    r"\b(tes|tu|vos|votre|ton|your|you|précédent\w*|previous|ci-dessus|above|cach[ée]\w*|hidden|secr[èe]t\w*|secret"
+    r"|(?:instructions?|consignes?|r[èe]gles?|rules)\s+syst[èe]me|system\s+(?:instructions?|rules))\b",
+    re.IGNORECASE,
 )
+_ORDINARY_NOUN = re.compile(r"(r[èe]gles?|rules|directives?|instructions?|consignes?)\W*$", re.IGNORECASE)
 
 
-def _about_domain_rules(question: str, match: re.Match[str]) -> bool:
-    """True for "contourner les règles de remboursement": rules of the field, not the assistant's.
+def _about_the_field(question: str, match: re.Match[str]) -> bool:
+    """True for "contourner les règles du système de santé" or "que montrent les instructions de la
+    DGOS ?": rules and instructions of the field, not the assistant's.
 
-    Regulation is a topic of the corpus, so "ignore/contourne … règles/rules/directives" is an
-    instruction only when it points at the assistant (tes, your, précédentes, system…).
+    Regulation is a topic of the corpus, so "ignore/contourne/montre … règles/instructions" is
+    addressed to the assistant only when it points at it (tes, your, précédentes, cachées,
+    "system instructions"…); "prompt", "debug mode" and the like always are.
     """
-    if not re.search(r"r[èe]gles?|rules|directives?", match.group(), re.IGNORECASE):
+    if not _ORDINARY_NOUN.search(match.group()):
         return False
     around = question[match.start() : match.end() + 25]
     return not _ADDRESSED_TO_ASSISTANT.search(around)
@@ -129,7 +134,7 @@ def strip_instructions(question: str) -> tuple[str, list[str]]:
     nothing) nor get "answered" with a quote; a question that is nothing but instructions is
     refused as such. A clause goes when an instruction pattern overlaps it.
     """
-    spans = [m.span() for m in _INJECTION.finditer(question) if not _about_domain_rules(question, m)]
+    spans = [m.span() for m in _INJECTION.finditer(question) if not _about_the_field(question, m)]
     if not spans:
         return question, []
     kept: list[str] = []
