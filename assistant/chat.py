@@ -79,7 +79,6 @@ class Turn:
     on_token: TokenCallback | None = None
     lang: str = "fr"
     asked: str = ""  # the user's words as typed (cleaned)
-    instructions: list[str] = field(default_factory=list)
     standalone: str = ""
     query: str = ""
     hits: list[ScoredChunk] = field(default_factory=list)
@@ -258,7 +257,7 @@ class Assistant:
     # ------------------------------------------------------------------ chain steps
     def _prepare(self, turn: Turn) -> Turn:
         turn.asked = clean_question(turn.question, self.settings.max_question_chars)
-        turn.question, turn.instructions = strip_instructions(turn.asked)
+        turn.question = strip_instructions(turn.asked)[0]
         turn.lang = detect_language(turn.asked)
         if turn.question:
             turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
