@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -32,6 +32,7 @@ from assistant.generate import (
     AttributedAnswer,
     Grounder,
     PreparedSource,
+    SourceSentence,
     Sufficiency,
     build_messages,
     detect_language,
@@ -349,7 +350,7 @@ class Assistant:
                 refusal_reason = "le modèle avance des chiffres absents des sources"
             elif not result.text:
                 dropped = result.dropped
-                result, mode = self._quote(turn), "extractive"
+                result, mode = self._quote(turn, prefer=result.anchors), "extractive"
                 result.dropped = dropped
         text, cited, dropped = result.text, result.cited, result.dropped
         if text:
@@ -381,11 +382,13 @@ class Assistant:
         )
         return turn
 
-    def _quote(self, turn: Turn) -> AttributedAnswer:
+    def _quote(self, turn: Turn, prefer: Sequence[SourceSentence] = ()) -> AttributedAnswer:
         """Quote on the user's own words; a bare follow-up ("Développe le dernier.") on its standalone form."""
         own_words = self.grounder.known_key_terms(turn.question)
         question = turn.question if own_words else turn.standalone
-        return self.grounder.extract(question, turn.sources, lang=turn.lang, wants_figure=expects_figure(turn.question))
+        return self.grounder.extract(
+            question, turn.sources, lang=turn.lang, wants_figure=expects_figure(turn.question), prefer=prefer
+        )
 
     def refusal_text(self, turn: Turn) -> str:
         """A plain refusal that says what the corpus does cover."""

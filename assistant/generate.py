@@ -247,7 +247,7 @@ class Sufficiency:
 
 
 @dataclass
-class _Sentence:
+class SourceSentence:
     source: int  # index into the sources list
     text: str
     start: int  # offset in the chunk text
@@ -261,7 +261,7 @@ class PreparedSource:
     """A numbered source as shown to the LLM, with its sentences kept for attribution."""
 
     citation: Citation
-    sentences: list[_Sentence]
+    sentences: list[SourceSentence]
 
     @cached_property
     def numbers(self) -> set[str]:
@@ -280,6 +280,9 @@ class AttributedAnswer:
     text: str
     cited: dict[int, str]  # source number → supporting sentence
     dropped: list[str]
+    # source sentences that hold a dropped sentence's new facts word for word, though the answer
+    # framed them with question words the source lacks: what to quote when nothing is kept
+    anchors: list[SourceSentence] = field(default_factory=list)
 
 
 # "10 000" and "7 000,5" are one figure; "13 2" (two table cells) and "1, 2020" are two
@@ -388,7 +391,7 @@ class Grounder:
         self.rank_penalty = rank_penalty
         self.source_penalty = source_penalty
         # sentences and their e5 vectors per chunk id (a content hash, so never stale)
-        self._sentence_cache: OrderedDict[str, list[_Sentence]] = OrderedDict()
+        self._sentence_cache: OrderedDict[str, list[SourceSentence]] = OrderedDict()
         self._sentence_cache_size = 2048
 
     # -------------------------------------------------------------- sufficiency
@@ -480,7 +483,7 @@ class Grounder:
         0.736 → 0.750 over 74 answers instead of 72, false refusals 0.200 → 0.178.
         """
         query_vector = np.asarray(self.embedder.embed_query(question))
-        candidates: list[tuple[float, Chunk, list[_Sentence], str]] = []
+        candidates: list[tuple[float, Chunk, list[SourceSentence], str]] = []
         for rank, hit in enumerate(hits):
             sentences = self.sentences_of(hit.chunk)
             if not sentences:
@@ -506,12 +509,12 @@ class Grounder:
             sources.append(PreparedSource(Citation(number, chunk, snippet), numbered))
         return sources
 
-    def _overlaps(self, question: str, sentences: Sequence[_Sentence]) -> list[tuple[_Sentence, float]]:
+    def _overlaps(self, question: str, sentences: Sequence[SourceSentence]) -> list[tuple[SourceSentence, float]]:
         """Each sentence with the IDF-weighted share of the question's stems it contains."""
         weights = self.term_weights(list(dict.fromkeys(analyze(question))))
         return [(s, _weighted_share(weights, s.stems)) for s in sentences]
 
-    def sentences_of(self, chunk: Chunk) -> list[_Sentence]:
+    def sentences_of(self, chunk: Chunk) -> list[SourceSentence]:
         """The chunk's sentences with their e5 vectors, embedded once per chunk and cached."""
         cached = self._sentence_cache.get(chunk.id)
         if cached is None:
@@ -527,13 +530,13 @@ class Grounder:
             self._sentence_cache.move_to_end(chunk.id)
         return cached
 
-    def _sentences(self, chunk: Chunk) -> list[_Sentence]:
+    def _sentences(self, chunk: Chunk) -> list[SourceSentence]:
         sentences = []
         for start, end in _chunk_sentence_spans(chunk.text):
             text = chunk.text[start:end].strip()
             if len(text) < 12 or looks_like_instruction(text):
                 continue
-            sentences.append(_Sentence(0, text, start, end, set(analyze(text))))  # numbered in select_sources
+            sentences.append(SourceSentence(0, text, start, end, set(analyze(text))))  # numbered in select_sources
         return sentences
 
     # -------------------------------------------------------------- attribution
@@ -567,6 +570,7 @@ class Grounder:
         kept_plain: list[str] = []  # the same sentences without their [n]
         cited: dict[int, str] = {}
         dropped: list[str] = []
+        anchors: list[SourceSentence] = []
         for sentence, model_refs in _answer_sentences(answer):
             stems = set(analyze(sentence))
             if not stems:
@@ -592,7 +596,11 @@ class Grounder:
                 if not all(name <= source.stems for name in names):
                     continue  # …and every name or acronym
                 if not (stems & question_terms) <= source.stems:
-                    continue  # …and the question's rare words it repeats ("le budget … est de 160 %")
+                    # …and the question's rare words it repeats ("le budget … est de 160 %"). When the
+                    # new facts all sit in this one sentence, it is still what the model read them from
+                    if len(novel) >= 2 and lexical[i] >= 0.75 and all(a is not bank[int(i)] for a in anchors):
+                        anchors.append(bank[int(i)])
+                    continue
                 if not self._supported(float(lexical[i]), float(dense[i]), lang):
                     break
                 best = int(i)
@@ -616,8 +624,8 @@ class Grounder:
         if wants_figure and kept:
             asked = _figures(question)
             if not any(_adds_figure(k, asked) for k in kept_plain):
-                return AttributedAnswer("", {}, dropped + kept_plain)  # true, but not the figure asked for
-        return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped)
+                return AttributedAnswer("", {}, dropped + kept_plain, anchors)  # true, but not the figure asked for
+        return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped, anchors)
 
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:
@@ -633,6 +641,7 @@ class Grounder:
         max_sentences: int = 2,
         lang: str = "fr",
         wants_figure: bool | None = None,
+        prefer: Sequence[SourceSentence] = (),
     ) -> AttributedAnswer:
         """Quote the source sentences closest to the question, each with its ``[n]``.
 
@@ -646,6 +655,8 @@ class Grounder:
         not already contain; with none, nothing is quoted (the caller refuses). For a
         follow-up, ``question`` is the standalone form and ``wants_figure`` says whether the
         user's own words asked for a figure (an earlier "combien" must not carry over).
+        ``prefer`` (the sentences a dropped model answer was read from) narrows the choice to
+        them when one passes the same filters: the model found the fact, the quote states it.
         """
         bank = [s for src in sources for s in src.sentences]
         # a year or figure of the question ("… en 2022 ?") must be in the quoted passage: a quote
@@ -659,6 +670,8 @@ class Grounder:
         if key_terms:  # a quote that shares no rare word of the question does not answer it
             bank = [s for s in bank if s.stems & key_terms]
         bank = [s for s in bank if self._quotable(sources[s.source], s)]  # last: it reads what follows
+        preferred = [s for s in bank if any(s is p for p in prefer)]
+        bank = preferred or bank
         if not bank:
             return AttributedAnswer("", {}, [])
         query_vector = np.asarray(self.embedder.embed_query(question))
@@ -688,7 +701,7 @@ class Grounder:
             cited.setdefault(sentence.source + 1, source.citation.chunk.text[sentence.start : end].strip())
         return AttributedAnswer(f"{opener} {' '.join(quotes)}", cited, [])
 
-    def _quotable(self, source: PreparedSource, sentence: _Sentence) -> bool:
+    def _quotable(self, source: PreparedSource, sentence: SourceSentence) -> bool:
         """Whether quoting the sentence can state a fact: not a table header or a bare name
         ("Effectif consulté Réponses"), not a survey question or a lead-in with nothing after it
         in the source (quoting the question back answers nothing)."""
@@ -696,14 +709,14 @@ class Grounder:
             return False
         return not _leads_in(sentence.text) or bool(self._continuation(source, sentence))
 
-    def _continuation(self, source: PreparedSource, lead_in: _Sentence) -> list[_Sentence]:
+    def _continuation(self, source: PreparedSource, lead_in: SourceSentence) -> list[SourceSentence]:
         """The items that complete a lead-in sentence, up to 1.5 × ``snippet_chars``.
 
         Only contiguous statements: a question, or a sentence withheld from the sources (an
         instruction), ends the run, so the cited slice never carries text the quote leaves out.
         """
         text = source.citation.chunk.text
-        items: list[_Sentence] = []
+        items: list[SourceSentence] = []
         used, previous_end = 0, lead_in.end
         for sentence in [s for s in source.sentences if s.start >= lead_in.end][:5]:
             if (
@@ -746,7 +759,7 @@ def _chunk_sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _join_adjacent(sentences: Sequence[_Sentence], keep: Sequence[int]) -> list[str]:
+def _join_adjacent(sentences: Sequence[SourceSentence], keep: Sequence[int]) -> list[str]:
     groups: list[list[int]] = []
     for i in keep:
         if groups and groups[-1][-1] == i - 1:

@@ -99,6 +99,41 @@ def test_a_figure_question_answered_without_a_figure_is_not_an_answer(mock_assis
     assert "235" in answered.text
 
 
+TRAINING_Q = "Contre quoi la stratégie veut-elle lutter en formant les citoyens au numérique en santé ?"
+
+
+def test_an_answer_framed_with_question_words_points_the_quote_at_the_sentence_it_was_read_from(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    sources = grounder.select_sources(TRAINING_Q, assistant.retriever.retrieve(TRAINING_Q), 3)
+    # "lutter" comes from the question; the source says "combattre": the sentence is not kept as
+    # written, but the source sentence holding its new facts becomes an anchor for the quote
+    reply = "En formant les citoyens, la stratégie veut lutter contre la fracture numérique et l'illectronisme [2]."
+    attributed = grounder.attribute(reply, sources, "fr", TRAINING_Q)
+    assert attributed.text == "" and attributed.dropped
+    assert [a.text for a in attributed.anchors] == [
+        s.text for src in sources for s in src.sentences if "illectronisme" in s.text
+    ]
+    # a sentence that shares no new fact with the answer is no anchor
+    assert not grounder.attribute(
+        "La stratégie veut lutter contre le tabagisme [1].", sources, "fr", TRAINING_Q
+    ).anchors
+
+
+def test_a_quote_prefers_the_anchor_sentences_when_they_pass_its_filters(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    sources = grounder.select_sources(TRAINING_Q, assistant.retriever.retrieve(TRAINING_Q), 3)
+    plain = grounder.extract(TRAINING_Q, sources)
+    other = next(s for src in sources[1:] for s in src.sentences if "citoyens" in s.text)
+    preferred = grounder.extract(TRAINING_Q, sources, prefer=[other])
+    assert plain.text != preferred.text and other.text[:60] in preferred.text
+    assert preferred.text.endswith(f"[{other.source + 1}]")
+    # an anchor the filters reject (it shares no rare word of the question) leaves the usual choice
+    header = next(s for src in sources for s in src.sentences if "citoyens" not in s.text and "citoyen" not in s.stems)
+    assert grounder.extract(TRAINING_Q, sources, prefer=[header]).text == plain.text
+
+
 def test_unsupported_answer_is_replaced_by_quoted_sources(mock_assistant):
     assistant, llm = mock_assistant
     llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
