@@ -35,13 +35,12 @@ from assistant.generate import (
     SourceSentence,
     Sufficiency,
     build_messages,
-    detect_language,
     expects_figure,
     is_refusal,
     strip_instructions,
 )
 from assistant.index import Index
-from assistant.lexical import raw_tokens
+from assistant.lexical import detect_language, raw_tokens
 from assistant.llm import ChatLLM, build_llm
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Answer, Citation, ScoredChunk, Timings
@@ -285,7 +284,7 @@ class Assistant:
         turn.sufficiency = own
         max_sources = turn.k if turn.backend == "extractive" else min(turn.k, self.settings.llm_sources)
         if turn.sufficiency.ok:
-            turn.sources = self.grounder.select_sources(turn.question, turn.hits, max_sources)
+            turn.sources = self.grounder.select_sources(turn.question, turn.hits, max_sources, turn.lang)
         turn.retrieval_seconds = time.perf_counter() - turn.started
         return turn
 
@@ -384,7 +383,7 @@ class Assistant:
 
     def _quote(self, turn: Turn, prefer: Sequence[SourceSentence] = ()) -> AttributedAnswer:
         """Quote on the user's own words; a bare follow-up ("Développe le dernier.") on its standalone form."""
-        own_words = self.grounder.known_key_terms(turn.question)
+        own_words = self.grounder.known_key_terms(turn.question, turn.lang)
         question = turn.question if own_words else turn.standalone
         return self.grounder.extract(
             question, turn.sources, lang=turn.lang, wants_figure=expects_figure(turn.question), prefer=prefer

@@ -38,9 +38,9 @@ import numpy as np
 from assistant.chat import Conversation
 from assistant.errors import BackendUnavailableError
 from assistant.evidence import contains_evidence, normalize
-from assistant.generate import REFUSAL_SENTINEL_EN, REFUSAL_SENTINEL_FR, SYSTEM_PROMPT, detect_language
+from assistant.generate import REFUSAL_SENTINEL_EN, REFUSAL_SENTINEL_FR, SYSTEM_PROMPT
 from assistant.ingest import sentence_spans
-from assistant.lexical import STOPWORDS, analyze, fold_accents
+from assistant.lexical import STOPWORDS, analyze, detect_language, fold_accents
 from assistant.schema import Answer
 
 # --------------------------------------------------------------------------- constants

@@ -26,57 +26,19 @@ import numpy as np
 
 from assistant.embedding import Embedder
 from assistant.ingest import LIST_ITEM, sentence_spans
-from assistant.lexical import LexicalIndex, analyze, raw_tokens
+from assistant.lexical import (
+    FRENCH_FUNCTION_WORDS,
+    WORD,
+    LexicalIndex,
+    analyze,
+    name_stems,
+    raw_tokens,
+    specific_terms,
+)
 from assistant.llm import Message
 from assistant.schema import Chunk, Citation, ScoredChunk
 
 # --------------------------------------------------------------------------- language
-
-_EN_WORDS = {
-    "the",
-    "what",
-    "which",
-    "who",
-    "how",
-    "does",
-    "is",
-    "are",
-    "of",
-    "and",
-    "to",
-    "in",
-    "did",
-    "was",
-    "why",
-    "for",
-}
-_FR_WORDS = {
-    "le",
-    "la",
-    "les",
-    "des",
-    "est",
-    "quel",
-    "quelle",
-    "quels",
-    "quelles",
-    "qui",
-    "du",
-    "et",
-    "en",
-    "pour",
-    "que",
-    "une",
-}
-
-
-def detect_language(text: str) -> str:
-    """'en' or 'fr' from function words (the corpus and default are French)."""
-    words = raw_tokens(text)
-    english = sum(w in _EN_WORDS for w in words)
-    french = sum(w in _FR_WORDS for w in words)
-    return "en" if english > french else "fr"
-
 
 # --------------------------------------------------------------------------- injection
 
@@ -288,23 +250,6 @@ class AttributedAnswer:
 # "10 000" and "7 000,5" are one figure; "13 2" (two table cells) and "1, 2020" are two
 _NUMBER = re.compile(r"\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?(?!\d)|\d+(?:[.,]\d+)*")
 _CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_WORD = re.compile(r"[^\W\d_][\w-]*", re.UNICODE)
-
-
-def specific_terms(question: str, lang: str = "fr") -> list[str]:
-    """Acronyms (HDS, DiGA, CI-SIS) and, in French, capitalised words inside a sentence (Ségur, Pheal)."""
-    terms = []
-    for match in _WORD.finditer(question):
-        word = match.group(0)
-        uppers = sum(c.isupper() for c in word)
-        if uppers >= 2 and len(word) >= 2:
-            terms.append(word)
-            continue
-        if lang == "fr" and word[0].isupper() and len(word) >= 3:
-            before = question[: match.start()].rstrip()
-            if before and before[-1] not in '.!?:«"“(' and not before.endswith("'"):
-                terms.append(word)
-    return list(dict.fromkeys(terms))
 
 
 _ASKS_FIGURE = re.compile(
@@ -410,9 +355,17 @@ class Grounder:
         n_chunks = max(len(self.lexical.ids), 1)
         return {t: 1.0 + float(np.log(1.0 / max(self.lexical.document_frequency(t), 1.0 / n_chunks))) for t in stems}
 
-    def known_key_terms(self, question: str) -> list[str]:
-        """The question's key terms that occur in the corpus (English words mostly do not)."""
-        return [t for t in self.key_terms(question) if self.lexical.document_frequency(t) > 0]
+    def known_key_terms(self, question: str, lang: str = "fr") -> list[str]:
+        """The question's key terms that occur in the corpus.
+
+        In an English question only names and acronyms count: its common words ("health",
+        "digital", "support") occur in the French corpus only in English fragments — project
+        names, job titles in the participant list — which say nothing about the question.
+        """
+        terms = self.key_terms(question)
+        if lang == "en":
+            terms = [t for t in terms if t in name_stems(question)]
+        return [t for t in terms if self.lexical.document_frequency(t) > 0]
 
     def known_share(self, terms: Sequence[str]) -> float:
         """Share of ``terms`` that occur somewhere in the corpus (1.0 when there are none)."""
@@ -467,7 +420,9 @@ class Grounder:
         return _numbers(_CITATION.sub(" ", answer)) - known
 
     # -------------------------------------------------------------- sources
-    def select_sources(self, question: str, hits: Sequence[ScoredChunk], max_sources: int) -> list[PreparedSource]:
+    def select_sources(
+        self, question: str, hits: Sequence[ScoredChunk], max_sources: int, lang: str = "fr"
+    ) -> list[PreparedSource]:
         """Keep the ``max_sources`` chunks whose best sentence fits the question, each cut to its
         most relevant sentences (≤ ``snippet_chars``), numbered in order of relevance.
 
@@ -489,7 +444,8 @@ class Grounder:
             if not sentences:
                 continue
             scores = [
-                0.5 * overlap + float(s.vector @ query_vector) for s, overlap in self._overlaps(question, sentences)
+                0.5 * overlap + float(s.vector @ query_vector)
+                for s, overlap in self._overlaps(question, sentences, lang)
             ]  # type: ignore[operator]
             keep: list[int] = []
             used = 0
@@ -509,9 +465,15 @@ class Grounder:
             sources.append(PreparedSource(Citation(number, chunk, snippet), numbered))
         return sources
 
-    def _overlaps(self, question: str, sentences: Sequence[SourceSentence]) -> list[tuple[SourceSentence, float]]:
-        """Each sentence with the IDF-weighted share of the question's stems it contains."""
-        weights = self.term_weights(list(dict.fromkeys(analyze(question))))
+    def _overlaps(
+        self, question: str, sentences: Sequence[SourceSentence], lang: str = "fr"
+    ) -> list[tuple[SourceSentence, float]]:
+        """Each sentence with the IDF-weighted share of the question's stems it contains
+        (of an English question, only its names and acronyms: see ``known_key_terms``)."""
+        stems = list(dict.fromkeys(analyze(question)))
+        if lang == "en":
+            stems = [t for t in stems if t in name_stems(question)]
+        weights = self.term_weights(stems)
         return [(s, _weighted_share(weights, s.stems)) for s in sentences]
 
     def sentences_of(self, chunk: Chunk) -> list[SourceSentence]:
@@ -576,7 +538,7 @@ class Grounder:
             if not stems:
                 continue
             novel = stems - question_stems
-            bare_figure = not wants_figure and not _WORD.search(_NUMBER.sub(" ", sentence))
+            bare_figure = not wants_figure and not WORD.search(_NUMBER.sub(" ", sentence))
             if not novel or _is_question(sentence) or bare_figure:
                 # a restatement or a question adds no fact; a lone "5" answers no "quelles étapes ?"
                 dropped.append(sentence)
@@ -666,9 +628,11 @@ class Grounder:
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
             bank = [s for s in bank if _adds_figure(s.text, asked)]
-        key_terms = set(self.known_key_terms(question))
+        key_terms = set(self.known_key_terms(question, lang))
         if key_terms:  # a quote that shares no rare word of the question does not answer it
             bank = [s for s in bank if s.stems & key_terms]
+        elif lang == "en":  # e5 finds English labels ("Name: Health task force") close to any English question
+            bank = [s for s in bank if not _is_label(s.text) or _numbers(s.text)]
         bank = [s for s in bank if self._quotable(sources[s.source], s)]  # last: it reads what follows
         preferred = [s for s in bank if any(s is p for p in prefer)]
         bank = preferred or bank
@@ -676,7 +640,7 @@ class Grounder:
             return AttributedAnswer("", {}, [])
         query_vector = np.asarray(self.embedder.embed_query(question))
         scored = []
-        for rank, (sentence, overlap) in enumerate(self._overlaps(question, bank)):
+        for rank, (sentence, overlap) in enumerate(self._overlaps(question, bank, lang)):
             similarity = float(sentence.vector @ query_vector)  # type: ignore[operator]
             scored.append((0.6 * overlap + similarity - 0.002 * rank - self.source_penalty * sentence.source, sentence))
         scored.sort(key=lambda item: -item[0])
@@ -705,7 +669,7 @@ class Grounder:
         """Whether quoting the sentence can state a fact: not a table header or a bare name
         ("Effectif consulté Réponses"), not a survey question or a lead-in with nothing after it
         in the source (quoting the question back answers nothing)."""
-        if len(_WORD.findall(sentence.text)) < 5 and not _numbers(sentence.text):
+        if len(WORD.findall(sentence.text)) < 5 and not _numbers(sentence.text):
             return False
         return not _leads_in(sentence.text) or bool(self._continuation(source, sentence))
 
@@ -734,6 +698,29 @@ class Grounder:
 
 
 _CLOSERS = ' *_»"”)'  # emphasis, closing quotes and brackets after a sentence's last mark
+
+
+_FR_GRAMMAR = FRENCH_FUNCTION_WORDS | {
+    "de",
+    "à",
+    "au",
+    "aux",
+    "un",
+    "sur",
+    "dans",
+    "par",
+    "ne",
+    "pas",
+    "se",
+    "ce",
+    "il",
+    "elle",
+}
+
+
+def _is_label(text: str) -> bool:
+    """A line without French grammar words: a name and title, a project or reference title."""
+    return not any(w in _FR_GRAMMAR for w in raw_tokens(text))
 
 
 def _is_question(text: str) -> bool:

@@ -14,6 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from assistant.index import Index
+from assistant.lexical import lexical_query
 from assistant.schema import ScoredChunk
 from assistant.settings import Fusion, Settings
 
@@ -76,7 +77,10 @@ class HybridRetriever:
                     entry.setdefault("dense_score", hit.similarity)
                 rankings.append((self.dense_weight if mode == "hybrid" else 1.0, [(h.id, h.similarity) for h in dense]))
             if mode in ("hybrid", "lexical"):
-                lexical = sorted(self.index.lexical(text, self.candidates, doc_id), key=lambda h: _tie_safe(h[1], h[0]))
+                lexical = sorted(
+                    self.index.lexical(lexical_query(text), self.candidates, doc_id),
+                    key=lambda h: _tie_safe(h[1], h[0]),
+                )
                 for rank, (chunk_id, _score) in enumerate(lexical, 1):
                     fused.setdefault(chunk_id, {"score": 0.0}).setdefault("lexical_rank", rank)
                 rankings.append((1.0 - self.dense_weight if mode == "hybrid" else 1.0, lexical))

@@ -12,13 +12,12 @@ from assistant.errors import InvalidQuestionError
 from assistant.generate import (
     PreparedSource,
     _figures,
-    detect_language,
     expects_figure,
     is_refusal,
     looks_like_instruction,
-    specific_terms,
     strip_instructions,
 )
+from assistant.lexical import detect_language, specific_terms
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Answer, Chunk, Citation
 from tests.fakes import MockLLM
@@ -132,6 +131,20 @@ def test_a_quote_prefers_the_anchor_sentences_when_they_pass_its_filters(mock_as
     # an anchor the filters reject (it shares no rare word of the question) leaves the usual choice
     header = next(s for src in sources for s in src.sentences if "citoyens" not in s.text and "citoyen" not in s.stems)
     assert grounder.extract(TRAINING_Q, sources, prefer=[header]).text == plain.text
+
+
+def test_english_common_words_are_not_evidence_of_an_answer(corpus_index):
+    assistant = Assistant(corpus_index.settings, corpus_index, HybridRetriever(corpus_index))
+    grounder = assistant.grounder
+    # "health" and "digital" occur in the corpus, but only in English fragments (job titles…)
+    question = "How much weight does Europe carry in French digital health?"
+    assert {"digital", "health"} <= set(grounder.known_key_terms(question, "fr"))
+    assert grounder.known_key_terms(question, "en") == ["europ"]  # names and acronyms only
+    actor = "Which actor do respondents see as the most structuring for the digital health sector?"
+    assert grounder.known_key_terms(actor, "en") == []
+    answer = assistant.ask(actor, backend="extractive")
+    quoted = " ".join(c.snippet for c in answer.citations)
+    assert "Health task force" not in quoted and "France Digitale" not in quoted
 
 
 def test_unsupported_answer_is_replaced_by_quoted_sources(mock_assistant):

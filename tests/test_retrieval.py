@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.evidence import contains_evidence
+from assistant.lexical import lexical_query
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Chunk
 from assistant.vectorstore import VectorHit
@@ -22,6 +23,7 @@ KNOWN = [
     ),
     ("Pourquoi les entreprises d'e-santé étudiées sont-elles en difficulté ?", "difficulté financière"),
     ("Sur quelles plateformes s'appuyer pour le travail sur les données des essais cliniques ?", "France Cohortes"),
+    ("Which actor do respondents see as the most structuring for the digital health sector?", "Aucun acteur ne"),
 ]
 
 
@@ -30,6 +32,15 @@ def test_known_questions_find_their_passage_in_top5(corpus_retriever, question, 
     hits = corpus_retriever.retrieve(question, k=5)
     assert len(hits) == 5
     assert any(contains_evidence(h.chunk.text, passage) for h in hits), [h.chunk.text[:60] for h in hits]
+
+
+def test_bm25_searches_an_english_question_by_its_names_only():
+    # "health", "digital" match only the English fragments of the French corpus (job titles)
+    assert lexical_query("How much weight does Europe carry in French digital health?") == "Europe French"
+    assert lexical_query("What does the HDH do for start-ups?") == "HDH"
+    assert lexical_query("Which actor is the most structuring?") == ""
+    french = "Quel rôle pour la Haute Autorité de santé dans l'évaluation ?"
+    assert lexical_query(french) == french
 
 
 def test_results_carry_metadata_and_are_diverse(corpus_retriever):
