@@ -364,7 +364,8 @@ class Grounder:
         """
         terms = self.key_terms(question)
         if lang == "en":
-            terms = [t for t in terms if t in name_stems(question)]
+            names = name_stems(question)
+            terms = [t for t in terms if t in names]
         return [t for t in terms if self.lexical.document_frequency(t) > 0]
 
     def known_share(self, terms: Sequence[str]) -> float:
@@ -472,7 +473,8 @@ class Grounder:
         (of an English question, only its names and acronyms: see ``known_key_terms``)."""
         stems = list(dict.fromkeys(analyze(question)))
         if lang == "en":
-            stems = [t for t in stems if t in name_stems(question)]
+            names = name_stems(question)
+            stems = [t for t in stems if t in names]
         weights = self.term_weights(stems)
         return [(s, _weighted_share(weights, s.stems)) for s in sentences]
 
