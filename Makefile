@@ -30,6 +30,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout2.jsonl --backend extractive --out eval/results/heldout2-extractive
 	$(BIN)/assistant eval eval/heldout3.jsonl --backend local --out eval/results/heldout3-local
 	$(BIN)/assistant eval eval/heldout3.jsonl --backend extractive --out eval/results/heldout3-extractive
+	$(BIN)/assistant eval eval/heldout4.jsonl --backend local --out eval/results/heldout4-local
+	$(BIN)/assistant eval eval/heldout4.jsonl --backend extractive --out eval/results/heldout4-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
