@@ -362,10 +362,7 @@ class Grounder:
         "digital", "support") occur in the French corpus only in English fragments — project
         names, job titles in the participant list — which say nothing about the question.
         """
-        terms = self.key_terms(question)
-        if lang == "en":
-            names = name_stems(question)
-            terms = [t for t in terms if t in names]
+        terms = _telling_stems(self.key_terms(question), question, lang)
         return [t for t in terms if self.lexical.document_frequency(t) > 0]
 
     def known_share(self, terms: Sequence[str]) -> float:
@@ -471,11 +468,7 @@ class Grounder:
     ) -> list[tuple[SourceSentence, float]]:
         """Each sentence with the IDF-weighted share of the question's stems it contains
         (of an English question, only its names and acronyms: see ``known_key_terms``)."""
-        stems = list(dict.fromkeys(analyze(question)))
-        if lang == "en":
-            names = name_stems(question)
-            stems = [t for t in stems if t in names]
-        weights = self.term_weights(stems)
+        weights = self.term_weights(_telling_stems(list(dict.fromkeys(analyze(question))), question, lang))
         return [(s, _weighted_share(weights, s.stems)) for s in sentences]
 
     def sentences_of(self, chunk: Chunk) -> list[SourceSentence]:
@@ -718,6 +711,15 @@ _FR_GRAMMAR = FRENCH_FUNCTION_WORDS | {
     "il",
     "elle",
 }
+
+
+def _telling_stems(stems: Sequence[str], question: str, lang: str) -> list[str]:
+    """The ``stems`` of ``question`` that can tell its evidence apart: all of them in French, only
+    its names and acronyms in English (its other words match only English fragments of the corpus)."""
+    if lang != "en":
+        return list(stems)
+    names = name_stems(question)
+    return [t for t in stems if t in names]
 
 
 def _is_label(text: str) -> bool:
