@@ -37,6 +37,7 @@ from assistant.generate import (
     build_messages,
     expects_figure,
     is_refusal,
+    strip_citations,
     strip_instructions,
 )
 from assistant.index import Index
@@ -70,7 +71,7 @@ class Conversation:
 class Turn:
     """The state one question carries through the chain."""
 
-    question: str  # what is asked: the user's words without clauses addressed to the assistant's rules
+    question: str  # what is asked: the user's words without clauses addressed to the rules, "la seconde" resolved
     history: list[tuple[str, str]]
     previous_queries: list[str]
     backend: str
@@ -120,9 +121,98 @@ _REFERS_BACK = re.compile(
 )
 
 
+_REFUSALS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN, RULES_REFUSAL_FR, RULES_REFUSAL_EN)
+
+
 def refers_back(question: str) -> bool:
     """Whether a follow-up points at something of the previous answer ("la seconde", "celui-ci", "the latter")."""
     return bool(_REFERS_BACK.search(question))
+
+
+_ORDINALS = {
+    "premier": 0, "première": 0, "first": 0, "former": 0,
+    "deuxième": 1, "second": 1, "seconde": 1,
+    "troisième": 2, "third": 2, "quatrième": 3, "fourth": 3, "cinquième": 4, "fifth": 4,
+    "dernier": -1, "dernière": -1, "last": -1, "latter": -1,
+}  # fmt: skip
+_ORDINAL_REFERENCE = re.compile(
+    r"\b(?P<article>le|la|les|du|au|aux|des|the)\s+(?P<ordinal>premi(?:er|ère)|deuxième|second(?:e)?|troisième"
+    r"|quatrième|cinquième|derni(?:er|ère)|first|third|fourth|fifth|last|latter|former)s?\b"
+    r"(?:\s+(?:one|item|point|axe|élément|partie?-pris))?"
+    # a pronoun, not an adjective ("le premier ministre"): what follows ends the phrase or is a verb
+    r"(?=\s*(?:$|[^\w\s]|(?:est|a|fait|dit|propose|recouvre|concerne|signifie|comprend|prévoit|vise|porte|occupe"
+    r"|is|was|does|do|did|has|include|includes|mean|means|cover|covers|say|says|involve|involves)\b"
+    r"|\w+-(?:t-)?(?:il|elle|ils|elles)\b))",
+    re.IGNORECASE,
+)
+_RANGE_START = re.compile(r"\b(?:entre|between)\s+\S+$", re.IGNORECASE)
+_CIRCUMSTANCE = re.compile(r"^\s*(?:(?:le|en|au|du|depuis|on|in)\s+)?\d", re.IGNORECASE)
+_LEAD_CLAUSE = re.compile(r"^[^()]{0,80}?\b(?:sont|est|étaient|était|are|is|were|was)\s+")
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+)")
+_LIST_OPENER = re.compile(r"^(?:D'après le corpus|According to the corpus)\s*:\s*", re.IGNORECASE)
+
+
+def listed_items(answer: str) -> list[str]:
+    """The items an answer enumerates ("A (rôle), B et C", "Cinq axes : a, b, c", a bulleted list),
+    citations and quote marks removed; fewer than two means the answer is not a list."""
+    text = re.sub(r"[«»“”]", " ", _LIST_OPENER.sub("", strip_citations(answer)))
+    bullets = [m[1].strip().rstrip(" .;") for line in text.splitlines() if (m := _BULLET.match(line))]
+    if len(bullets) >= 2:
+        return bullets
+    text = re.sub(r"\s+", " ", text).strip().rstrip(".")
+    after_colon = _split_top_level(text, ":", maxsplit=1)[1:]
+    if after_colon and len(_enumeration(after_colon[0])) >= 2:
+        text = after_colon[0]
+    return _enumeration(text)
+
+
+def _enumeration(text: str) -> list[str]:
+    """Split "a, b et c" (or "a; b; c") at the top level, outside parentheses."""
+    parts = _split_top_level(text, ";")
+    if len(parts) < 2:  # "A et B, le 24 avril 2020": a date after the list is not an item
+        parts = [p for p in _split_top_level(text, ",") if not _CIRCUMSTANCE.match(p)]
+    *first, last = parts
+    tail = re.split(r"\s+(?:et|and)\s+(?![^()]*\))", last, maxsplit=1) if len(parts) <= 6 else [last]
+    if len(tail) == 2 and _RANGE_START.search(tail[0]):  # "entre 2019 et 2023" is one item
+        tail = [last]
+    items = [p.strip(" .") for p in [*first, *tail] if p.strip(" .")]
+    if items:  # "Les co-animateurs sont A et B": the first item is A
+        items[0] = _LEAD_CLAUSE.sub("", items[0]) or items[0]
+    return items if len(items) >= 2 else []
+
+
+def _split_top_level(text: str, separator: str, maxsplit: int = 0) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char == "("
+        depth -= char == ")" and depth > 0
+        if char == separator and depth == 0 and (not maxsplit or len(parts) < maxsplit):
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def resolve_ordinal(question: str, previous_answer: str) -> str:
+    """The question with "la seconde", "le dernier", "the second one"… replaced by that item of
+    the previous answer's list, or the question unchanged when there is no such item.
+
+    The model is shown earlier questions, not earlier answers (it would repeat them), so without
+    this it cannot know who "la seconde" is; retrieval and quotes also need the item's words.
+    """
+    match = _ORDINAL_REFERENCE.search(question)
+    if not match or previous_answer.startswith(_REFUSALS):
+        return question
+    items = listed_items(previous_answer)
+    index = _ORDINALS[match["ordinal"].lower()]
+    if not items or index >= len(items):
+        return question
+    item = items[index]
+    if len(item) > 160:
+        item = item[:160].rsplit(" ", 1)[0] + " …"
+    article = match["article"].lower()
+    prefix = {"du": "de ", "des": "de ", "au": "à ", "aux": "à "}.get(article, "")
+    return f"{question[: match.start()]}{prefix}« {item} »{question[match.end() :]}"
 
 
 def condense(question: str, previous_standalone: list[str], history: list[tuple[str, str]]) -> tuple[str, str]:
@@ -139,14 +229,8 @@ def condense(question: str, previous_standalone: list[str], history: list[tuple[
         context = history[-1][0]
     standalone = f"{context} {question}"
     query = standalone
-    if (
-        len(raw_tokens(question)) <= 10
-        and history
-        and not history[-1][1].startswith(
-            (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN, RULES_REFUSAL_FR, RULES_REFUSAL_EN)
-        )
-    ):
-        previous_answer = re.sub(r"\s*\[\d+\]", "", history[-1][1])[:300]
+    if len(raw_tokens(question)) <= 10 and history and not history[-1][1].startswith(_REFUSALS):
+        previous_answer = strip_citations(history[-1][1])[:300]
         query = f"{context} {previous_answer} {question}"
     return standalone, query
 
@@ -259,6 +343,8 @@ class Assistant:
         turn.asked = clean_question(turn.question, self.settings.max_question_chars)
         turn.question = strip_instructions(turn.asked)[0]
         turn.lang = detect_language(turn.asked)
+        if turn.question and turn.history:
+            turn.question = resolve_ordinal(turn.question, turn.history[-1][1])
         if turn.question:
             turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
         return turn
@@ -277,7 +363,7 @@ class Assistant:
             # l'horizon 2023 ?") is about the conversation whatever its framing words
             with_context = self.grounder.sufficiency(turn.standalone, turn.hits, turn.lang)
             names_figure = bool(re.search(r"\d", turn.question))  # held by the passages: no missing_hard
-            on_topic = self.grounder.known_share(own.key_terms) >= 0.5 or refers_back(turn.question) or names_figure
+            on_topic = self.grounder.known_share(own.key_terms) >= 0.5 or refers_back(turn.asked) or names_figure
             if not with_context.missing_hard and on_topic:
                 own = with_context
                 own.ok = True

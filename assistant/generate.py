@@ -252,6 +252,11 @@ _NUMBER = re.compile(r"\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?(?!\d)|\d+(?:
 _CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 
 
+def strip_citations(text: str) -> str:
+    """The text without its ``[n]`` markers."""
+    return _CITATION.sub("", text)
+
+
 _ASKS_FIGURE = re.compile(
     r"\b(combien|quand|en quelle année|à quelle date|jusqu'à quand"
     r"|quel(?:le)?s?\s+(?:(?:est|sont|sera|seront|était|serait)\s+)?(?:(?:le|la|les|sa|son|ses|leur|leurs)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe)"

@@ -254,7 +254,10 @@ def specific_terms(question: str, lang: str = "fr") -> list[str]:
     """Acronyms (HDS, DiGA, CI-SIS) and, in French, capitalised words inside a sentence (Ségur, Pheal)."""
     terms = []
     for match in WORD.finditer(question):
-        word = match.group(0)
+        start = match.start()
+        while start and question[start - 1].isdigit():  # "2IM" is one name, not "IM"
+            start -= 1
+        word = question[start : match.end()]
         uppers = sum(c.isupper() for c in word)
         if uppers >= 2 and len(word) >= 2:
             terms.append(word)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from assistant.chat import Assistant, Conversation, clean_question, refers_back
+from assistant.chat import Assistant, Conversation, clean_question, listed_items, refers_back, resolve_ordinal
 from assistant.errors import InvalidQuestionError
 from assistant.generate import (
     PreparedSource,
@@ -426,6 +426,74 @@ def test_a_follow_up_that_points_back_or_names_a_figure_reaches_the_model(mock_a
     answer = assistant.ask(follow_up, conversation)
     assert len(llm.history) == 2, answer.refusal_reason  # judged with its context, not refused up front
     assert refers_back(follow_up) != ("2023" in follow_up)  # each case takes one of the two paths
+
+
+CO_LEADS = "Robert Picard (Conseil général de l'économie, Ministère des finances) et Nicole Hill (Alcatel-Lucent), le 3 mai 2020."
+
+
+@pytest.mark.parametrize(
+    ("answer", "items"),
+    [
+        (
+            CO_LEADS,
+            ["Robert Picard (Conseil général de l'économie, Ministère des finances)", "Nicole Hill (Alcatel-Lucent)"],
+        ),
+        (
+            "Cinq axes : la recherche, l'accès au marché et la confiance [2].",
+            ["la recherche", "l'accès au marché", "la confiance"],
+        ),
+        ("Les co-animateurs sont Robert Picard [1] et Nicole Hill [1].", ["Robert Picard", "Nicole Hill"]),
+        (
+            "D'après le corpus : « Trois logiques : Marché ; Hiérarchie ; Communauté » [1]",
+            ["Marché", "Hiérarchie", "Communauté"],
+        ),
+        ("Les axes :\n- connaissances [1]\n- accès au marché [2]", ["connaissances", "accès au marché"]),
+        ("Une croissance de 160 % entre 2019 et 2023 [1].", []),  # one fact, not a list
+    ],
+)
+def test_listed_items_reads_the_enumeration_of_an_answer(answer, items):
+    assert listed_items(answer) == items
+
+
+@pytest.mark.parametrize(
+    ("question", "resolved"),
+    [
+        ("Et quel est le poste de la seconde ?", "Et quel est le poste de « Nicole Hill (Alcatel-Lucent) » ?"),
+        (
+            "Le premier est-il économiste ?",
+            "« Robert Picard (Conseil général de l'économie, Ministère des finances) » est-il économiste ?",
+        ),
+        ("Développe le dernier.", "Développe « Nicole Hill (Alcatel-Lucent) »."),
+        ("Et du dernier ?", "Et de « Nicole Hill (Alcatel-Lucent) » ?"),
+        ("Who is the latter?", "Who is « Nicole Hill (Alcatel-Lucent) »?"),
+        ("Qui est le premier ministre ?", "Qui est le premier ministre ?"),  # an adjective, not a reference
+        ("Et le troisième ?", "Et le troisième ?"),  # the list has two items
+    ],
+)
+def test_resolve_ordinal_replaces_the_reference_with_the_item(question, resolved):
+    assert resolve_ordinal(question, CO_LEADS) == resolved
+
+
+def test_resolve_ordinal_leaves_a_question_after_a_refusal_alone():
+    refusal = "Le corpus ne contient pas cette information. Je ne peux pas répondre : A, B et C."
+    assert resolve_ordinal("Et le deuxième ?", refusal) == "Et le deuxième ?"
+
+
+def test_the_model_is_asked_about_the_item_a_follow_up_points_at(mock_assistant):
+    assistant, llm = mock_assistant
+    conversation = Conversation()
+    llm.enqueue("Le groupe de travail est co-animé par Robert PICARD [1] et Nicole HILL [1].")
+    assistant.ask("Qui co-anime le groupe de travail sur la structuration de la filière ?", conversation)
+    llm.enqueue("Nicole HILL travaille chez Alcatel-Lucent Enterprise [1].")
+    answer = assistant.ask("Et la seconde, elle travaille où ?", conversation)
+    prompt = llm.history[-1][-1]["content"]
+    assert "QUESTION : Et « Nicole HILL », elle travaille où ?" in prompt  # the model is not shown answers
+    assert answer.question == "Et la seconde, elle travaille où ?"  # the user's words are kept for display
+    assert "Nicole HILL" in answer.standalone_question
+
+
+def test_a_name_glued_to_digits_is_one_term():
+    assert "2IM" in specific_terms("Emmanuel Pavageau, PDG de 2IM Conseil, a-t-il un lien avec la Commission ?")
 
 
 def test_abandoned_stream_stops_generation(mock_assistant):
