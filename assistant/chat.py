@@ -34,6 +34,8 @@ from assistant.generate import (
     PreparedSource,
     SourceSentence,
     Sufficiency,
+    accept_standalone,
+    build_condense_messages,
     build_messages,
     expects_figure,
     is_refusal,
@@ -80,6 +82,7 @@ class Turn:
     on_token: TokenCallback | None = None
     lang: str = "fr"
     asked: str = ""  # the user's words as typed (cleaned)
+    condensed: str = ""  # the LLM's standalone form of a follow-up, accepted or not
     standalone: str = ""
     query: str = ""
     hits: list[ScoredChunk] = field(default_factory=list)
@@ -344,10 +347,37 @@ class Assistant:
         turn.question = strip_instructions(turn.asked)[0]
         turn.lang = detect_language(turn.asked)
         if turn.question and turn.history:
-            turn.question = resolve_ordinal(turn.question, turn.history[-1][1])
+            resolved = resolve_ordinal(turn.question, turn.history[-1][1])
+            if resolved == turn.question:
+                resolved = self._condense_with_llm(turn)
+            turn.question = resolved
         if turn.question:
             turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
         return turn
+
+    def _condense_with_llm(self, turn: Turn) -> str:
+        """A short follow-up rewritten by the LLM into a standalone question, when the rewrite
+        passes ``accept_standalone``; otherwise the follow-up as asked. The extractive backend,
+        and a turn after a refusal, keep the rule-based condensation alone."""
+        previous_question, previous_answer = turn.history[-1]
+        if (
+            turn.backend == "extractive"
+            or not self.settings.llm_condense
+            or len(raw_tokens(turn.question)) > 12
+            or not previous_question
+            or not previous_answer
+            or previous_answer.startswith(_REFUSALS)
+        ):
+            return turn.question
+        messages = build_condense_messages(previous_question, previous_answer, turn.question)
+        try:
+            rewrite = "".join(self.llm(turn.backend).stream(messages, max_tokens=80, stop=["\n"])).strip()
+        except (ConnectionError, OSError) as exc:
+            raise BackendUnavailableError(f"Backend « {turn.backend} » indisponible : {exc}") from exc
+        turn.condensed = rewrite
+        if accept_standalone(rewrite, turn.question, previous_question, previous_answer):
+            return rewrite
+        return turn.question
 
     def _retrieve(self, turn: Turn) -> Turn:
         if not turn.question:  # nothing asked but a change of rules: nothing to search

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # quote the sources instead of accepting the model's refusal when one source sentence holds
     # this share (IDF-weighted) of the question's key terms; > 1 disables it
     overrule_refusal_at: float = 0.6
+    # let the LLM rewrite a short follow-up ("Et à l'horizon 2023 ?") into a standalone question
+    # (checked in code, see generate.accept_standalone); one more short call per follow-up. Off by
+    # default: with the bundled 1.5B model it removed 3 of 29 follow-up refusals but gained no valid
+    # citation, and cost ~1.5 s per follow-up; worth trying with a stronger model (openai, ollama)
+    llm_condense: bool = False
     max_answer_tokens: int = 200
     temperature: float = 0.0
     max_question_chars: int = 1000

@@ -12,6 +12,7 @@ from assistant.errors import InvalidQuestionError
 from assistant.generate import (
     PreparedSource,
     _figures,
+    accept_standalone,
     expects_figure,
     is_refusal,
     looks_like_instruction,
@@ -26,9 +27,17 @@ from tests.fakes import MockLLM
 @pytest.fixture
 def mock_assistant(corpus_index):
     llm = MockLLM()
-    settings = corpus_index.settings.model_copy(update={"backend": "local"})
+    # the follow-up rewrite call (off by default) has its own tests (``condensing_assistant``)
+    settings = corpus_index.settings.model_copy(update={"backend": "local", "llm_condense": False})
     assistant = Assistant(settings, corpus_index, HybridRetriever(corpus_index), llm=llm)
     return assistant, llm
+
+
+@pytest.fixture
+def condensing_assistant(corpus_index):
+    llm = MockLLM()
+    settings = corpus_index.settings.model_copy(update={"backend": "local", "llm_condense": True})
+    return Assistant(settings, corpus_index, HybridRetriever(corpus_index), llm=llm), llm
 
 
 GROWTH_Q = "Quelle croissance du marché mondial de l'e-santé est attendue entre 2019 et 2023 ?"
@@ -215,7 +224,7 @@ def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
     second = assistant.ask("Et quel est le poste de la seconde ?", conversation)
     assert (
         second.standalone_question
-        == "Qui co-anime le groupe de travail sur la structuration de la filière ? Et quel est le poste de la seconde ?"
+        == "Qui co-anime le groupe de travail sur la structuration de la filière ? Et quel est le poste de « Nicole HILL » ?"
     )
     prompt = llm.history[-1][-1]["content"]
     assert "QUESTIONS PRÉCÉDENTES" in prompt and "Qui co-anime le groupe" in prompt
@@ -490,6 +499,49 @@ def test_the_model_is_asked_about_the_item_a_follow_up_points_at(mock_assistant)
     assert "QUESTION : Et « Nicole HILL », elle travaille où ?" in prompt  # the model is not shown answers
     assert answer.question == "Et la seconde, elle travaille où ?"  # the user's words are kept for display
     assert "Nicole HILL" in answer.standalone_question
+
+
+MARKET_Q = "Combien pesait le marché mondial de l'e-santé en 2019 selon la consultation ?"
+MARKET_A = "Environ 90 Mds$ en 2019 [1]."
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "accepted"),
+    [
+        ("Combien pesait le marché mondial de l'e-santé en 2023 selon la consultation ?", True),
+        ("Combien pesait le marché mondial de l'e-santé selon la consultation ?", False),  # lost "2023"
+        (MARKET_Q, False),  # the previous question again
+        ("Le marché pesait 235 Mds$ en 2023.", False),  # an answer, not a question
+        ("Combien pesait le marché américain de l'e-santé en 2023 ?", False),  # "américain": a new word
+        ("Le corpus ne contient pas cette information ?", False),
+    ],
+)
+def test_accept_standalone_keeps_only_faithful_rewrites(rewrite, accepted):
+    assert accept_standalone(rewrite, "Et à l'horizon 2023 ?", MARKET_Q, MARKET_A) is accepted
+
+
+def test_a_short_follow_up_reaches_the_model_as_its_accepted_standalone_form(condensing_assistant):
+    assistant, llm = condensing_assistant
+    conversation = Conversation()
+    llm.enqueue("Le marché pesait 90 Mds$ en 2019 [1].")
+    assistant.ask(MARKET_Q, conversation)
+    standalone = "Combien pesait le marché mondial de l'e-santé en 2023 selon la consultation ?"
+    llm.enqueue(standalone, "Il est évalué à 235 Mds$ en 2023 [1].")
+    answer = assistant.ask("Et à l'horizon 2023 ?", conversation)
+    rewrite_call, answer_call = llm.history[-2:]
+    assert rewrite_call[-1]["content"].endswith("Question de suivi : Et à l'horizon 2023 ?")
+    assert f"QUESTION : {standalone}" in answer_call[-1]["content"]
+    assert "235" in answer.text and answer.question == "Et à l'horizon 2023 ?"
+
+
+def test_a_rejected_rewrite_leaves_the_follow_up_as_asked(condensing_assistant):
+    assistant, llm = condensing_assistant
+    conversation = Conversation()
+    llm.enqueue("Le marché pesait 90 Mds$ en 2019 [1].")
+    assistant.ask(MARKET_Q, conversation)
+    llm.enqueue("Le marché pesait 235 Mds$ en 2023.", "Il est évalué à 235 Mds$ en 2023 [1].")  # answers, not rewrites
+    assistant.ask("Et à l'horizon 2023 ?", conversation)
+    assert "QUESTION : Et à l'horizon 2023 ?" in llm.history[-1][-1]["content"]
 
 
 def test_a_name_glued_to_digits_is_one_term():
