@@ -32,6 +32,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout3.jsonl --backend extractive --out eval/results/heldout3-extractive
 	$(BIN)/assistant eval eval/heldout4.jsonl --backend local --out eval/results/heldout4-local
 	$(BIN)/assistant eval eval/heldout4.jsonl --backend extractive --out eval/results/heldout4-extractive
+	$(BIN)/assistant eval eval/heldout5.jsonl --backend local --out eval/results/heldout5-local
+	$(BIN)/assistant eval eval/heldout5.jsonl --backend extractive --out eval/results/heldout5-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py

@@ -484,6 +484,7 @@ class Assistant:
             citations=citations,
             sources=sources,
             standalone_question=turn.standalone,
+            interpreted_question=turn.question if turn.question and turn.question != turn.asked else "",
             backend=turn.backend,
             timings=Timings(
                 retrieval=round(turn.retrieval_seconds, 3),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assistant.settings import Settings
@@ -162,6 +163,8 @@ def _answer(assistant, question: str, conversation, args: argparse.Namespace) ->
     if streamed:
         console.print()
     assert answer is not None
+    if answer.interpreted_question:
+        console.print(f"[dim]Question comprise : {escape(answer.interpreted_question)}[/dim]")
     style = "yellow" if answer.refused else "bold"
     if answer.quoted_fallback:
         console.print("[dim]Réponse rédigée non vérifiable : voici les extraits des sources.[/dim]")

@@ -112,6 +112,9 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     sources: list[Citation] = field(default_factory=list)
     standalone_question: str = ""
+    # what was answered, when it differs from the words typed: instructions to the assistant left
+    # out, "la seconde" replaced by the item it points at; shown to the user
+    interpreted_question: str = ""
     backend: str = ""
     timings: Timings = field(default_factory=Timings)
     refusal_reason: str = ""
@@ -128,6 +131,7 @@ class Answer:
         return {
             "question": self.question,
             "standalone_question": self.standalone_question,
+            "interpreted_question": self.interpreted_question,
             "answer": self.text,
             "refused": self.refused,
             "refusal_reason": self.refusal_reason,

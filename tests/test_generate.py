@@ -498,6 +498,7 @@ def test_the_model_is_asked_about_the_item_a_follow_up_points_at(mock_assistant)
     prompt = llm.history[-1][-1]["content"]
     assert "QUESTION : Et « Nicole HILL », elle travaille où ?" in prompt  # the model is not shown answers
     assert answer.question == "Et la seconde, elle travaille où ?"  # the user's words are kept for display
+    assert answer.interpreted_question == "Et « Nicole HILL », elle travaille où ?"  # shown to the user
     assert "Nicole HILL" in answer.standalone_question
 
 
@@ -593,6 +594,7 @@ def test_a_question_that_only_changes_the_rules_is_refused_without_the_model(moc
     llm.enqueue("Une croissance de l'ordre de 160 % du marché de l'e-santé est attendue entre 2019 et 2023 [1].")
     answer = assistant.ask(GROWTH_Q, conversation)
     assert answer.standalone_question == GROWTH_Q and not answer.refused
+    assert answer.interpreted_question == ""  # answered as typed: nothing to show
 
 
 def test_the_model_sees_the_request_without_the_instruction(mock_assistant):
@@ -602,3 +604,4 @@ def test_the_model_sees_the_request_without_the_instruction(mock_assistant):
     prompt = llm.history[0][-1]["content"]
     assert "sans citer" not in prompt and GROWTH_Q in prompt
     assert not answer.refused and answer.citations and "160 %" in answer.citations[0].snippet
+    assert answer.interpreted_question == GROWTH_Q  # the user sees what was answered

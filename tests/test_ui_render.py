@@ -35,3 +35,14 @@ def test_generated_answer_and_extractive_backend_carry_no_fallback_label() -> No
 def test_refusal_uses_the_refusal_style() -> None:
     rendered = answer_html(_answer("refused", refused=True), turn=0)
     assert "asd-refusal" in rendered and NOTE not in rendered
+
+
+def test_the_question_as_understood_is_shown_only_when_it_differs() -> None:
+    answer = _answer("generated")
+    assert "Question comprise" not in answer_html(answer, turn=0)
+    answer.interpreted_question = "Et quel est le poste de « Nicole <HILL> » ?"
+    rendered = answer_html(answer, turn=0)
+    assert "Question comprise : Et quel est le poste de « Nicole &lt;HILL&gt; » ?" in rendered  # escaped
+    refusal = _answer("refused", refused=True)
+    refusal.interpreted_question = "Combien de personnes ont répondu ?"  # the instruction part left out
+    assert "Question comprise : Combien de personnes ont répondu ?" in answer_html(refusal, turn=0)

@@ -127,6 +127,7 @@ CSS = """
 #asd-chat a.asd-cite:hover { background: #000091; color: #fff !important; }
 .asd-answer { color: var(--body-text-color); }
 .asd-answer-meta { margin-top: 8px; font-size: .8rem; color: var(--body-text-color-subdued); }
+.asd-interpreted { margin-top: 4px; font-size: .8rem; font-style: italic; color: var(--body-text-color-subdued); }
 .asd-refusal { border-left: 4px solid #b34000; background: #fff4ec; color: #5a2100; padding: 10px 12px;
   border-radius: 8px; }
 .asd-refusal .asd-refusal-title { font-weight: 700; display: block; margin-bottom: 4px; }
@@ -309,7 +310,7 @@ def answer_html(answer: Answer, turn: int) -> str:
         return (
             '<div class="asd-refusal"><span class="asd-refusal-title">'
             "Les documents ne permettent pas de répondre à cette question</span>"
-            f"{plain_text(answer.text)}</div>"
+            f"{plain_text(answer.text)}{interpreted_html(answer)}</div>"
         )
     cited = {c.n for c in answer.citations} or {s.n for s in answer.sources}
     count = len(answer.citations)
@@ -320,8 +321,16 @@ def answer_html(answer: Answer, turn: int) -> str:
         meta += " · extraits cités tels quels (la réponse rédigée n'a pas pu être vérifiée)"
     return (
         f'<div class="asd-answer">{link_citations(answer.text, turn, cited)}'
-        f'<div class="asd-answer-meta">{html.escape(meta)}</div></div>'
+        f'<div class="asd-answer-meta">{html.escape(meta)}</div>{interpreted_html(answer)}</div>'
     )
+
+
+def interpreted_html(answer: Answer) -> str:
+    """The question as answered, when it differs from the words typed (a follow-up's "la seconde"
+    replaced by the item it points at, instructions to the assistant left out)."""
+    if not answer.interpreted_question:
+        return ""
+    return f'<div class="asd-interpreted">Question comprise : {html.escape(answer.interpreted_question)}</div>'
 
 
 def streaming_html(text: str) -> str:
