@@ -181,6 +181,8 @@ def _enumeration(text: str) -> list[str]:
     items = [p.strip(" .") for p in [*first, *tail] if p.strip(" .")]
     if items:  # "Les co-animateurs sont A et B": the first item is A
         items[0] = _LEAD_CLAUSE.sub("", items[0]) or items[0]
+    if any(len(item.split()) > 20 for item in items):  # clauses of a quoted sentence, not listed things
+        return []
     return items if len(items) >= 2 else []
 
 

@@ -458,6 +458,12 @@ CO_LEADS = "Robert Picard (Conseil général de l'économie, Ministère des fina
         ),
         ("Les axes :\n- connaissances [1]\n- accès au marché [2]", ["connaissances", "accès au marché"]),
         ("Une croissance de 160 % entre 2019 et 2023 [1].", []),  # one fact, not a list
+        (  # a quoted sentence whose commas separate clauses, not items
+            "D'après le corpus : « La France doit mettre au plus vite un cadre et un écosystème permettant aux "
+            "acteurs de l'IA santé d'opérer et se développer à une vitesse compatible avec une compétition effrénée, "
+            "en provenance des Etats-Unis et d'Asie. » [1]",
+            [],
+        ),
     ],
 )
 def test_listed_items_reads_the_enumeration_of_an_answer(answer, items):
