@@ -33,7 +33,14 @@ class ChatLLM(Protocol):
 class LlamaCppLLM:
     """In-process llama.cpp; one model, one generation at a time (a lock queues callers)."""
 
-    def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 2, temperature: float = 0.0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        temperature: float = 0.0,
+        keep_states: bool = False,
+    ) -> None:
         from llama_cpp import Llama, LlamaRAMCache
 
         if not Path(model_path).exists():
@@ -51,9 +58,10 @@ class LlamaCppLLM:
             flash_attn=True,  # measured here: prompt reading 73 → 80 tokens/s
             verbose=False,
         )
-        # keep the KV state of recent prompts: a follow-up's rewrite prompt (another system prompt)
-        # must not evict the answer prompt's prefix, which would cost ~12 s to read again
-        self._llama.set_cache(LlamaRAMCache(capacity_bytes=256 * 2**20))
+        if keep_states:
+            # keep the KV state of recent prompts: a follow-up's rewrite prompt (another system
+            # prompt) must not evict the answer prompt's prefix, which costs ~12 s to read again
+            self._llama.set_cache(LlamaRAMCache(capacity_bytes=256 * 2**20))
         self._lock = threading.Lock()
         self._temperature = temperature
         self.name = f"local:{Path(model_path).stem}"
@@ -114,7 +122,11 @@ def build_llm(settings: Settings, backend: str | None = None) -> ChatLLM:
             key = str(path)
             if key not in _LOCAL_MODELS:
                 _LOCAL_MODELS[key] = LlamaCppLLM(
-                    prepare_llm(settings.models_dir), settings.n_ctx, settings.n_threads, settings.temperature
+                    prepare_llm(settings.models_dir),
+                    settings.n_ctx,
+                    settings.n_threads,
+                    settings.temperature,
+                    keep_states=settings.llm_condense,  # two prompt families alternate
                 )
             return _LOCAL_MODELS[key]
     if backend == "openai":
