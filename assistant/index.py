@@ -158,6 +158,10 @@ class Index:
         hits = self.store.query(query_vector, k + 10, doc_id)
         return [h for h in hits if h.id in known][:k]
 
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored embeddings of chunks (for pseudo-relevance feedback)."""
+        return self.store.vectors(chunk_ids)
+
     def lexical(self, query: str, k: int, doc_id: str | None = None) -> list[tuple[str, float]]:
         allowed = None
         if doc_id:

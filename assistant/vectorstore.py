@@ -42,6 +42,8 @@ class VectorStore(Protocol):
 
     def ids(self) -> set[str]: ...
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]: ...
+
     def count(self) -> int: ...
 
     def describe(self) -> str: ...
@@ -148,6 +150,16 @@ class ChromaStore:
         ids = result["ids"][0]
         distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
         return [VectorHit(i, 1.0 - float(d)) for i, d in zip(ids, distances, strict=True)]
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The stored embeddings of ``ids`` (those found)."""
+        if not ids:
+            return {}
+        page = self._collection.get(ids=list(ids), include=["embeddings"])
+        embeddings = page.get("embeddings")
+        if embeddings is None:
+            return {}
+        return {i: [float(x) for x in e] for i, e in zip(page["ids"], embeddings, strict=True)}
 
     def ids(self) -> set[str]:
         found: set[str] = set()

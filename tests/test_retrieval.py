@@ -197,3 +197,57 @@ def test_a_chunk_one_query_does_not_list_gets_that_querys_floor():
     # x leads query "a" as y leads query "b", but only y is also listed by the other query
     hits = HybridRetriever(_TwoQueryIndex()).retrieve(["a", "b"], k=2)  # type: ignore[arg-type]
     assert [h.chunk.id for h in hits] == ["y", "x"]
+
+
+class _FeedbackIndex:
+    """2-d vectors: the query points between two chunks; records the vectors it is queried with."""
+
+    def __init__(self) -> None:
+        self.vectors_of = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8]}
+        self.chunks = {
+            cid: Chunk(cid, "doc", "Doc", f"S {cid}", f"texte {cid}", i * 100, i * 100 + 50)
+            for i, cid in enumerate(self.vectors_of)
+        }
+        self.embedder = self
+        self.queried: list[list[float]] = []
+        self.asked_vectors: list[list[str]] = []
+
+    def embed_query(self, text: str) -> list[float]:
+        return [0.8, 0.6]
+
+    def dense(self, vector, k, doc_id=None):
+        self.queried.append(list(vector))
+        sims = {cid: vector[0] * v[0] + vector[1] * v[1] for cid, v in self.vectors_of.items()}
+        return [VectorHit(cid, s) for cid, s in sorted(sims.items(), key=lambda x: -x[1])]
+
+    def lexical(self, query, k, doc_id=None):
+        return [("b", 5.0), ("a", 1.0)]
+
+    def vectors(self, ids):
+        self.asked_vectors.append(list(ids))
+        return {cid: self.vectors_of[cid] for cid in ids}
+
+    def get(self, chunk_id):
+        return self.chunks.get(chunk_id)
+
+
+def test_feedback_moves_the_query_vector_toward_the_first_passes_top_chunks():
+    index = _FeedbackIndex()
+    HybridRetriever(index, feedback_chunks=2, feedback_weight=0.5).retrieve("q", k=3)  # type: ignore[arg-type]
+    first_top = index.asked_vectors[0]
+    assert len(first_top) == 2 and len(index.queried) == 2  # one pass, then one with feedback
+    mean = [sum(index.vectors_of[c][d] for c in first_top) / 2 for d in range(2)]
+    moved = [0.8 + 0.5 * mean[0], 0.6 + 0.5 * mean[1]]
+    norm = (moved[0] ** 2 + moved[1] ** 2) ** 0.5
+    assert index.queried[1] == pytest.approx([moved[0] / norm, moved[1] / norm])
+    index = _FeedbackIndex()
+    HybridRetriever(index, feedback_weight=0.0).retrieve("q", k=3)  # type: ignore[arg-type]
+    assert len(index.queried) == 1 and index.asked_vectors == []  # off: a single pass
+
+
+def test_stored_vectors_are_the_chunks_own(corpus_index):
+    chunk = corpus_index.chunks()[0]
+    vector = corpus_index.vectors([chunk.id, "no-such-chunk"])
+    assert list(vector) == [chunk.id] and len(vector[chunk.id]) == 384
+    top = corpus_index.dense(vector[chunk.id], 1)[0]
+    assert top.id == chunk.id and top.similarity == pytest.approx(1.0, abs=1e-3)
