@@ -44,7 +44,7 @@ from assistant.generate import (
 )
 from assistant.index import Index
 from assistant.lexical import detect_language, raw_tokens
-from assistant.llm import ChatLLM, build_llm
+from assistant.llm import ChatLLM, Message, build_llm
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Answer, Citation, ScoredChunk, Timings
 from assistant.settings import Settings
@@ -82,7 +82,6 @@ class Turn:
     on_token: TokenCallback | None = None
     lang: str = "fr"
     asked: str = ""  # the user's words as typed (cleaned)
-    condensed: str = ""  # the LLM's standalone form of a follow-up, accepted or not
     standalone: str = ""
     query: str = ""
     hits: list[ScoredChunk] = field(default_factory=list)
@@ -372,11 +371,7 @@ class Assistant:
         ):
             return turn.question
         messages = build_condense_messages(previous_question, previous_answer, turn.question)
-        try:
-            rewrite = "".join(self.llm(turn.backend).stream(messages, max_tokens=80, stop=["\n"])).strip()
-        except (ConnectionError, OSError) as exc:
-            raise BackendUnavailableError(f"Backend « {turn.backend} » indisponible : {exc}") from exc
-        turn.condensed = rewrite
+        rewrite = self._complete(turn.backend, messages, max_tokens=80, stop=["\n"]).strip()
         if accept_standalone(rewrite, turn.question, previous_question, previous_answer):
             return rewrite
         return turn.question
@@ -412,22 +407,43 @@ class Assistant:
         if turn.backend == "extractive":
             return turn  # nothing to generate: finalize quotes the sources
         messages = build_messages(turn.question, turn.sources, turn.history[-2:], turn.lang)
+
+        def on_token(token: str) -> None:
+            if turn.first_token_seconds is None:
+                turn.first_token_seconds = time.perf_counter() - turn.started
+            if turn.on_token:
+                turn.on_token(token)
+
+        turn.raw_answer = self._complete(
+            turn.backend,
+            messages,
+            max_tokens=self.settings.max_answer_tokens,
+            stop=["\nQUESTION", "SOURCES :"],
+            on_token=on_token,
+        ).strip()
+        return turn
+
+    def _complete(
+        self,
+        backend: str,
+        messages: list[Message],
+        max_tokens: int,
+        stop: list[str],
+        on_token: TokenCallback | None = None,
+    ) -> str:
+        """The LLM's whole reply, each token also handed to ``on_token``; a backend that cannot
+        be reached raises ``BackendUnavailableError``."""
         parts: list[str] = []
         try:
-            for token in self.llm(turn.backend).stream(
-                messages, max_tokens=self.settings.max_answer_tokens, stop=["\nQUESTION", "SOURCES :"]
-            ):
-                if turn.first_token_seconds is None:
-                    turn.first_token_seconds = time.perf_counter() - turn.started
+            for token in self.llm(backend).stream(messages, max_tokens=max_tokens, stop=stop):
                 parts.append(token)
-                if turn.on_token:
-                    turn.on_token(token)
+                if on_token:
+                    on_token(token)
         except BackendUnavailableError:
             raise
         except (ConnectionError, OSError) as exc:
-            raise BackendUnavailableError(f"Backend « {turn.backend} » indisponible : {exc}") from exc
-        turn.raw_answer = "".join(parts).strip()
-        return turn
+            raise BackendUnavailableError(f"Backend « {backend} » indisponible : {exc}") from exc
+        return "".join(parts)
 
     def _finalize(self, turn: Turn) -> Turn:
         """Attribute the model's answer in code; fall back to quoting the sources, or refuse.

@@ -75,23 +75,36 @@ class HybridRetriever:
         (none lost), MRR up on three sets and down on two.
         """
         queries = list(dict.fromkeys(q.strip() for q in ([query] if isinstance(query, str) else query) if q.strip()))
-        ranked = self._rank(queries, doc_id, mode)
+        # each query's e5 vector and BM25 ranking, computed once for both passes
+        query_vectors: dict[str, np.ndarray] = {}
+        lexical_rankings: dict[str, list[tuple[str, float]]] = {}
+        ranked = self._rank(queries, doc_id, mode, query_vectors, lexical_rankings)
         if mode == "hybrid" and self.feedback_weight > 0 and self.feedback_chunks > 0 and ranked:
             top = [item.chunk.id for item in self._diversify(ranked, self.feedback_chunks)]
             vectors = list(self.index.vectors(top).values())
             if vectors:
-                ranked = self._rank(queries, doc_id, mode, feedback=np.mean(np.asarray(vectors), axis=0))
+                feedback = np.mean(np.asarray(vectors), axis=0)
+                ranked = self._rank(queries, doc_id, mode, query_vectors, lexical_rankings, feedback)
         return self._diversify(ranked, k)
 
     def _rank(
-        self, queries: list[str], doc_id: str | None, mode: Mode, feedback: np.ndarray | None = None
+        self,
+        queries: list[str],
+        doc_id: str | None,
+        mode: Mode,
+        query_vectors: dict[str, np.ndarray],
+        lexical_rankings: dict[str, list[tuple[str, float]]],
+        feedback: np.ndarray | None = None,
     ) -> list[ScoredChunk]:
-        """All candidate chunks, best first, by the fused score of every query's rankings."""
+        """All candidate chunks, best first, by the fused score of every query's rankings
+        (``query_vectors`` and ``lexical_rankings`` are filled on first use and reused)."""
         fused: dict[str, dict[str, Any]] = {}
         rankings: list[tuple[float, list[tuple[str, float]]]] = []  # (weight, ranking) of every query
         for text in queries:
             if mode in ("hybrid", "dense"):
-                vector = np.asarray(self.index.embedder.embed_query(text), dtype=np.float64)
+                if text not in query_vectors:
+                    query_vectors[text] = np.asarray(self.index.embedder.embed_query(text), dtype=np.float64)
+                vector = query_vectors[text]
                 if feedback is not None:
                     vector = vector + self.feedback_weight * feedback
                     vector = vector / (np.linalg.norm(vector) or 1.0)
@@ -105,10 +118,12 @@ class HybridRetriever:
                     entry.setdefault("dense_score", hit.similarity)
                 rankings.append((self.dense_weight if mode == "hybrid" else 1.0, [(h.id, h.similarity) for h in dense]))
             if mode in ("hybrid", "lexical"):
-                lexical = sorted(
-                    self.index.lexical(lexical_query(text), self.candidates, doc_id),
-                    key=lambda h: _tie_safe(h[1], h[0]),
-                )
+                if text not in lexical_rankings:
+                    lexical_rankings[text] = sorted(
+                        self.index.lexical(lexical_query(text), self.candidates, doc_id),
+                        key=lambda h: _tie_safe(h[1], h[0]),
+                    )
+                lexical = lexical_rankings[text]
                 for rank, (chunk_id, _score) in enumerate(lexical, 1):
                     fused.setdefault(chunk_id, {"score": 0.0}).setdefault("lexical_rank", rank)
                 rankings.append((1.0 - self.dense_weight if mode == "hybrid" else 1.0, lexical))
