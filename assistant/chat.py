@@ -35,8 +35,10 @@ from assistant.generate import (
     SourceSentence,
     Sufficiency,
     accept_standalone,
+    accept_translation,
     build_condense_messages,
     build_messages,
+    build_translation_messages,
     expects_figure,
     is_refusal,
     strip_citations,
@@ -84,6 +86,7 @@ class Turn:
     asked: str = ""  # the user's words as typed (cleaned)
     standalone: str = ""
     query: str = ""
+    french: str = ""  # an English question's French form, searched beside it
     hits: list[ScoredChunk] = field(default_factory=list)
     sources: list[PreparedSource] = field(default_factory=list)
     sufficiency: Sufficiency | None = None
@@ -354,7 +357,22 @@ class Assistant:
             turn.question = resolved
         if turn.question:
             turn.standalone, turn.query = condense(turn.question, turn.previous_queries, turn.history)
+            turn.french = self._translate(turn)
         return turn
+
+    def _translate(self, turn: Turn) -> str:
+        """The French form of an English question ("" when not wanted or not trusted).
+
+        The corpus is French: BM25 finds nothing for English words, and e5 ranks the passages
+        of an English question lower. The translation only searches and picks sentences; the
+        model still answers the question as asked.
+        """
+        follow_up = turn.standalone != turn.question  # searched with its context, which stays English
+        if turn.lang != "en" or follow_up or turn.backend == "extractive" or not self.settings.translate_questions:
+            return ""
+        messages = build_translation_messages(turn.question)
+        translation = self._complete(turn.backend, messages, max_tokens=80, stop=["\n"]).strip()
+        return translation if accept_translation(translation, turn.question) else ""
 
     def _condense_with_llm(self, turn: Turn) -> str:
         """A short follow-up rewritten by the LLM into a standalone question, when the rewrite
@@ -379,7 +397,7 @@ class Assistant:
     def _retrieve(self, turn: Turn) -> Turn:
         if not turn.question:  # nothing asked but a change of rules: nothing to search
             return turn
-        queries = [turn.query, turn.question] if turn.query != turn.question else [turn.query]
+        queries = list(dict.fromkeys(q for q in (turn.query, turn.question, turn.french) if q))
         turn.hits = self.retriever.retrieve(queries, k=turn.k, doc_id=turn.doc_id)
         # judge on the question's own terms; a bare follow-up ("Et en 2023 ?") leans on its context
         own = self.grounder.sufficiency(turn.question, turn.hits, turn.lang)
@@ -397,7 +415,9 @@ class Assistant:
         turn.sufficiency = own
         max_sources = turn.k if turn.backend == "extractive" else min(turn.k, self.settings.llm_sources)
         if turn.sufficiency.ok:
-            turn.sources = self.grounder.select_sources(turn.question, turn.hits, max_sources, turn.lang)
+            # an English question's sentences are picked on its French form, which shares their words
+            question, lang = (turn.french, "fr") if turn.french else (turn.question, turn.lang)
+            turn.sources = self.grounder.select_sources(question, turn.hits, max_sources, lang)
         turn.retrieval_seconds = time.perf_counter() - turn.started
         return turn
 

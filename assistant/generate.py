@@ -31,6 +31,7 @@ from assistant.lexical import (
     WORD,
     LexicalIndex,
     analyze,
+    detect_language,
     name_stems,
     raw_tokens,
     specific_terms,
@@ -209,6 +210,47 @@ def accept_standalone(rewrite: str, question: str, previous_question: str, previ
     return must_keep <= stems and len(own - stems) <= 1
 
 
+TRANSLATE_SYSTEM_PROMPT = (
+    "Tu traduis en français la question de l'utilisateur, fidèlement, sans y répondre ni rien ajouter. "
+    "Garde les sigles, noms propres et chiffres tels quels. Écris seulement la question traduite."
+)
+_TRANSLATE_FEWSHOT = [  # invented, off the corpus's topic
+    ("Which museums did the city renovate in 2019, and at what cost?",
+     "Quels musées la ville a-t-elle rénovés en 2019, et pour quel coût ?"),
+    ("What do the survey respondents say about public transport in the SNCF network?",
+     "Que disent les répondants de l'enquête sur les transports publics du réseau SNCF ?"),
+]  # fmt: skip
+
+
+def build_translation_messages(question: str) -> list[Message]:
+    """Ask the LLM for the French form of an English question, to search a French corpus with."""
+    messages: list[Message] = [{"role": "system", "content": TRANSLATE_SYSTEM_PROMPT}]
+    for english, french in _TRANSLATE_FEWSHOT:
+        messages.append({"role": "user", "content": english})
+        messages.append({"role": "assistant", "content": french})
+    messages.append({"role": "user", "content": question})
+    return messages
+
+
+def accept_translation(translation: str, question: str) -> bool:
+    """Whether the model's French form of an English question can be searched with.
+
+    It must read as French, stay a question, keep the question's figures, and stay about as
+    long as the question (a 1.5B model sometimes answers instead, or runs on). Acronyms may change
+    (AI → IA, GDPR → RGPD).
+    """
+    translation = translation.strip()
+    if not translation or "\n" in translation or is_refusal(translation):
+        return False
+    if question.rstrip().endswith("?") and not translation.endswith("?"):
+        return False
+    if not 0.5 <= len(translation) / max(len(question), 1) <= 2.0:
+        return False
+    if detect_language(translation) != "fr":
+        return False
+    return _numbers(question) <= _numbers(translation)
+
+
 def source_label(chunk: Chunk) -> str:
     """The chunk's deepest heading, as shown to the model, preceded by its parent heading when
     that one carries a date (a workshop's "… 9 JUILLET 2020"), which the chunk's
@@ -280,13 +322,16 @@ class PreparedSource:
     @cached_property
     def numbers(self) -> set[str]:
         """Figures of the chunk, its section path included (the model sees its label)."""
-        chunk = self.citation.chunk
-        return _numbers(f"{chunk.section}\n{chunk.text}")
+        return _numbers(self.text)
 
     @cached_property
     def stems(self) -> set[str]:
+        return set(analyze(self.text))
+
+    @property
+    def text(self) -> str:
         chunk = self.citation.chunk
-        return set(analyze(f"{chunk.section}\n{chunk.text}"))
+        return f"{chunk.section}\n{chunk.text}"
 
 
 @dataclass
@@ -370,6 +415,37 @@ def _numbers(text: str) -> set[str]:
         if value:
             found.add(value)
     return found
+
+
+# the scale a figure is given in: "90 Mds$" is 90 billion, never "90 million"
+_SCALES = [
+    (9, r"mds?|mrds?|md€|milliards?|billions?|bn"),
+    (6, r"m€|m\\?\$|millions?|mio"),
+    (3, r"k€|k\\?\$|milliers?|thousands?"),
+]
+_SCALED_NUMBER = re.compile(
+    r"(" + _NUMBER.pattern + r")\s*(" + "|".join(pattern for _, pattern in _SCALES) + r")(?![^\W\d_])",
+    re.IGNORECASE,
+)
+
+
+def _scaled_figures(text: str) -> dict[str, set[int]]:
+    """Each figure given with a scale word, and its powers of ten ({"90": {9}} for "90 Mds$")."""
+    found: dict[str, set[int]] = {}
+    for match in _SCALED_NUMBER.finditer(text):
+        value = next(iter(_numbers(match.group(1))), "")
+        unit = match.group(2).casefold()
+        power = next(p for p, pattern in _SCALES if re.fullmatch(pattern, unit, re.IGNORECASE))
+        if value:
+            found.setdefault(value, set()).add(power)
+    return found
+
+
+def _rescaled(sentence: str, source_text: str) -> bool:
+    """True when the sentence gives one of the source's figures in another scale ("90 million"
+    for "90 Mds$"): a 1.5B model translating "Mds" writes a figure a thousand times off."""
+    stated = _scaled_figures(source_text)
+    return any(value in stated and not powers & stated[value] for value, powers in _scaled_figures(sentence).items())
 
 
 class Grounder:
@@ -605,8 +681,8 @@ class Grounder:
             best = None
             for i in order[:6]:
                 source = sources[bank[int(i)].source]
-                if not numbers <= source.numbers:
-                    continue  # every figure must be in the cited source…
+                if not numbers <= source.numbers or _rescaled(sentence, source.text):
+                    continue  # every figure must be in the cited source, in its scale…
                 if not all(name <= source.stems for name in names):
                     continue  # …and every name or acronym
                 if not (stems & question_terms) <= source.stems:

@@ -126,7 +126,8 @@ def build_llm(settings: Settings, backend: str | None = None) -> ChatLLM:
                     settings.n_ctx,
                     settings.n_threads,
                     settings.temperature,
-                    keep_states=settings.llm_condense,  # two prompt families alternate
+                    # another prompt family (follow-up rewrite, translation) alternates with the answer's
+                    keep_states=settings.llm_condense or settings.translate_questions,
                 )
             return _LOCAL_MODELS[key]
     if backend == "openai":

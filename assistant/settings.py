@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # default: with the bundled 1.5B model it removed 3 of 29 follow-up refusals but gained no valid
     # citation, and cost ~1.5 s per follow-up; worth trying with a stronger model (openai, ollama)
     llm_condense: bool = False
+    # search an English question in French too: the LLM backend translates it (one short call,
+    # checked in code by generate.accept_translation); the extractive backend searches as asked
+    translate_questions: bool = True
     max_answer_tokens: int = 200
     temperature: float = 0.0
     max_question_chars: int = 1000

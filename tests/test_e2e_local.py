@@ -7,6 +7,7 @@ import pytest
 from assistant.chat import Assistant, Conversation
 from assistant.evidence import contains_evidence
 from assistant.index import Index
+from assistant.lexical import detect_language
 from assistant.retrieve import HybridRetriever
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,29 @@ def test_followup_resolved_through_history(local_assistant):
     assert "croissance du marché" in second.standalone_question  # searched with the previous question
     assert not second.refused, second.raw_text
     assert "235" in second.text and _valid(second, "évalué à 235 Mds")
+
+
+def test_english_question_searched_in_french_and_answered_in_english(local_assistant):
+    searched: list[list[str]] = []
+    retrieve = local_assistant.retriever.retrieve
+
+    def recording(queries, *args, **kwargs):
+        searched.append(list(queries))
+        return retrieve(queries, *args, **kwargs)
+
+    local_assistant.retriever.retrieve = recording
+    try:
+        answer = local_assistant.ask("How much is the global e-health market expected to grow between 2019 and 2023?")
+    finally:
+        local_assistant.retriever.retrieve = retrieve
+    queries = searched[0]
+    assert len(queries) == 2 and detect_language(queries[1]) == "fr", queries  # the model's French form
+    assert not answer.refused, answer.raw_text
+    assert "160" in answer.text or ("90" in answer.text and "235" in answer.text), answer.text  # rate or values
+    # in English, or the French source quoted under an English lead-in (here the model wrote
+    # "90 million dollars" for "90 Mds$", which the attribution refuses to keep)
+    assert detect_language(answer.text) == "en" or answer.text.startswith("According to the corpus"), answer.text
+    assert _valid(answer, "croissance attendue entre 2019 et 2023 de l'ordre de 160 %")
 
 
 INJECTED = """# Programme Alpha

@@ -13,6 +13,7 @@ from assistant.generate import (
     PreparedSource,
     _figures,
     accept_standalone,
+    accept_translation,
     expects_figure,
     is_refusal,
     looks_like_instruction,
@@ -27,8 +28,11 @@ from tests.fakes import MockLLM
 @pytest.fixture
 def mock_assistant(corpus_index):
     llm = MockLLM()
-    # the follow-up rewrite call (off by default) has its own tests (``condensing_assistant``)
-    settings = corpus_index.settings.model_copy(update={"backend": "local", "llm_condense": False})
+    # the follow-up rewrite call and the translation of English questions (one more LLM call
+    # each) have their own tests (``condensing_assistant``, ``translating_assistant``)
+    settings = corpus_index.settings.model_copy(
+        update={"backend": "local", "llm_condense": False, "translate_questions": False}
+    )
     assistant = Assistant(settings, corpus_index, HybridRetriever(corpus_index), llm=llm)
     return assistant, llm
 
@@ -36,7 +40,16 @@ def mock_assistant(corpus_index):
 @pytest.fixture
 def condensing_assistant(corpus_index):
     llm = MockLLM()
-    settings = corpus_index.settings.model_copy(update={"backend": "local", "llm_condense": True})
+    settings = corpus_index.settings.model_copy(
+        update={"backend": "local", "llm_condense": True, "translate_questions": False}
+    )
+    return Assistant(settings, corpus_index, HybridRetriever(corpus_index), llm=llm), llm
+
+
+@pytest.fixture
+def translating_assistant(corpus_index):
+    llm = MockLLM()
+    settings = corpus_index.settings.model_copy(update={"backend": "local", "translate_questions": True})
     return Assistant(settings, corpus_index, HybridRetriever(corpus_index), llm=llm), llm
 
 
@@ -56,6 +69,17 @@ def test_wrong_citation_number_is_repaired(mock_assistant):
     n = _source_number(answer, "160 %")
     assert answer.text.endswith(f"[{n}].")
     assert [c.n for c in answer.citations] == [n] and "160 %" in answer.citations[0].snippet
+
+
+def test_a_figure_given_in_another_scale_is_not_supported(mock_assistant):
+    assistant, llm = mock_assistant
+    # the source says 90 Mds$ and 235 Mds$: "millions" is a thousand times off
+    llm.enqueue("Le marché passera de 90 millions de dollars en 2019 à 235 millions de dollars en 2023 [1].")
+    answer = assistant.ask("Quelle est la valeur du marché mondial de l'e-santé en 2019 et en 2023 ?")
+    assert "millions" not in answer.text and any("millions" in d for d in answer.dropped)
+    llm.enqueue("Le marché passera de 90 Mds$ en 2019 à 235 Mds$ en 2023 [1].")
+    answer = assistant.ask("Quelle est la valeur du marché mondial de l'e-santé en 2019 et en 2023 ?")
+    assert "235 Mds$" in answer.text and not answer.dropped
 
 
 def test_dangling_and_missing_citations(mock_assistant):
@@ -549,6 +573,59 @@ def test_a_rejected_rewrite_leaves_the_follow_up_as_asked(condensing_assistant):
     llm.enqueue("Le marché pesait 235 Mds$ en 2023.", "Il est évalué à 235 Mds$ en 2023 [1].")  # answers, not rewrites
     assistant.ask("Et à l'horizon 2023 ?", conversation)
     assert "QUESTION : Et à l'horizon 2023 ?" in llm.history[-1][-1]["content"]
+
+
+GROWTH_EN = "How much is the global e-health market expected to grow between 2019 and 2023?"
+GROWTH_FR = "De combien le marché mondial de l'e-santé devrait-il croître entre 2019 et 2023 ?"
+
+
+@pytest.mark.parametrize(
+    ("translation", "accepted"),
+    [
+        (GROWTH_FR, True),
+        ("De combien le marché mondial de l'e-santé devrait-il croître ?", False),  # lost the years
+        ("The global e-health market should grow by 160%.", False),  # English, an answer
+        (
+            "Le marché devrait croître de 160 % entre 2019 et 2023, soit de 90 à 235 Mds$ selon les "
+            "estimations de la consultation publiée en 2021 par le gouvernement français.",
+            False,
+        ),  # runs on
+        ("Le corpus ne contient pas cette information.", False),
+        ("", False),
+    ],
+)
+def test_accept_translation_keeps_only_faithful_french_forms(translation, accepted):
+    assert accept_translation(translation, GROWTH_EN) is accepted
+
+
+def test_an_english_question_is_also_searched_in_its_french_form(translating_assistant):
+    assistant, llm = translating_assistant
+    llm.enqueue(GROWTH_FR, "The e-health market is expected to grow by about 160% between 2019 and 2023 [1].")
+    searched: list[list[str]] = []
+    retrieve = assistant.retriever.retrieve
+
+    def recording(queries, *args, **kwargs):
+        searched.append(list(queries))
+        return retrieve(queries, *args, **kwargs)
+
+    assistant.retriever.retrieve = recording  # type: ignore[method-assign]
+    answer = assistant.ask(GROWTH_EN)
+    translation_call, answer_call = llm.history
+    assert translation_call[-1]["content"] == GROWTH_EN
+    assert searched == [[GROWTH_EN, GROWTH_FR]]
+    assert f"QUESTION : {GROWTH_EN}" in answer_call[-1]["content"]  # the model answers what was asked
+    assert not answer.refused and "160" in answer.text
+
+
+def test_an_untrusted_translation_is_not_searched(translating_assistant):
+    assistant, llm = translating_assistant
+    llm.enqueue("The market grows by 160%.", "The e-health market is expected to grow by about 160% [1].")
+    assistant.ask(GROWTH_EN)
+    assert len(llm.history) == 2
+    french_question = "Quelle croissance du marché mondial de l'e-santé est attendue entre 2019 et 2023 ?"
+    llm.enqueue("Une croissance de l'ordre de 160 % est attendue [1].")
+    assistant.ask(french_question)  # a French question costs no translation call
+    assert len(llm.history) == 3
 
 
 def test_a_name_glued_to_digits_is_one_term():
