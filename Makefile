@@ -34,6 +34,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout4.jsonl --backend extractive --out eval/results/heldout4-extractive
 	$(BIN)/assistant eval eval/heldout5.jsonl --backend local --out eval/results/heldout5-local
 	$(BIN)/assistant eval eval/heldout5.jsonl --backend extractive --out eval/results/heldout5-extractive
+	$(BIN)/assistant eval eval/heldout6.jsonl --backend local --out eval/results/heldout6-local
+	$(BIN)/assistant eval eval/heldout6.jsonl --backend extractive --out eval/results/heldout6-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py

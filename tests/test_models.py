@@ -362,3 +362,25 @@ def test_prepare_llm_concurrent_calls_download_once(tmp_path: Path, fake_parts: 
     assert results[0] == results[1]
     assert results[0].read_bytes() == fake_parts
     assert len(fake.calls) == 1
+
+
+def test_the_state_cache_keeps_one_row_of_logits_per_state():
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from assistant.llm import compact_state_cache
+
+    cache = compact_state_cache(capacity_bytes=10_000)
+    vocabulary = 8
+    state = llama_cpp.LlamaState(
+        input_ids=np.arange(4, dtype=np.intc),
+        scores=np.ones((512, vocabulary), dtype=np.single),
+        n_tokens=4,
+        llama_state=b"x" * 100,
+        llama_state_size=100,
+        seed=0,
+    )
+    cache[[1, 2, 3, 4]] = state
+    restored = cache[[1, 2, 3, 4, 5]]  # the longest cached prefix of a longer prompt
+    assert restored.scores.shape == (1, vocabulary)
+    buffer = np.zeros((512, vocabulary), dtype=np.single)
+    buffer[: restored.n_tokens, :] = restored.scores  # what Llama.load_state does with it
+    assert buffer[:4].sum() == 4 * vocabulary
