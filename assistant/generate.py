@@ -328,10 +328,15 @@ class PreparedSource:
     def stems(self) -> set[str]:
         return set(analyze(self.text))
 
-    @property
+    @cached_property
     def text(self) -> str:
         chunk = self.citation.chunk
         return f"{chunk.section}\n{chunk.text}"
+
+    @cached_property
+    def scaled_figures(self) -> dict[str, set[int]]:
+        """Its figures given with a scale word ("90 Mds$"), see ``_scaled_figures``."""
+        return _scaled_figures(self.text)
 
 
 @dataclass
@@ -441,10 +446,9 @@ def _scaled_figures(text: str) -> dict[str, set[int]]:
     return found
 
 
-def _rescaled(sentence: str, source_text: str) -> bool:
-    """True when the sentence gives one of the source's figures in another scale ("90 million"
-    for "90 Mds$"): a 1.5B model translating "Mds" writes a figure a thousand times off."""
-    stated = _scaled_figures(source_text)
+def _rescaled(sentence: str, stated: Mapping[str, set[int]]) -> bool:
+    """True when the sentence gives one of the source's figures (``stated``) in another scale
+    ("90 million" for "90 Mds$"): a 1.5B model translating "Mds" writes a figure a thousand times off."""
     return any(value in stated and not powers & stated[value] for value, powers in _scaled_figures(sentence).items())
 
 
@@ -681,7 +685,7 @@ class Grounder:
             best = None
             for i in order[:6]:
                 source = sources[bank[int(i)].source]
-                if not numbers <= source.numbers or _rescaled(sentence, source.text):
+                if not numbers <= source.numbers or _rescaled(sentence, source.scaled_figures):
                     continue  # every figure must be in the cited source, in its scale…
                 if not all(name <= source.stems for name in names):
                     continue  # …and every name or acronym
