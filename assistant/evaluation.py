@@ -275,7 +275,7 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class _RecordingRetriever:
+class RecordingRetriever:
     """Stands in for the assistant's retriever during ``ask`` to capture the exact query the
     pipeline searched (a follow-up may search several), so the three modes are compared on it."""
 
@@ -295,7 +295,7 @@ def ask_item(assistant: AssistantLike, item: EvalItem, backend: str, k: int) -> 
     """Run one question through the chat pipeline, then the three retrieval modes on the query it searched."""
     conversation = conversation_from_history(item.history)
     retriever = getattr(assistant, "retriever", None)
-    recorder = _RecordingRetriever(retriever) if retriever is not None else None
+    recorder = RecordingRetriever(retriever) if retriever is not None else None
     started = time.perf_counter()
     if recorder is not None:
         assistant.retriever = recorder

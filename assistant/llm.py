@@ -77,8 +77,8 @@ class LlamaCppLLM:
             verbose=False,
         )
         if keep_states:
-            # keep the KV state of recent prompts: a follow-up's rewrite prompt (another system
-            # prompt) must not evict the answer prompt's prefix, which costs ~12 s to read again
+            # keep the KV state of recent prompts: a translation or follow-up rewrite prompt (another
+            # system prompt) must not evict the answer prompt's prefix, which costs ~12 s to read again
             self._llama.set_cache(compact_state_cache(256 * 2**20))  # type: ignore[arg-type]
         self._lock = threading.Lock()
         self._temperature = temperature

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.chat import Assistant, Conversation
+from assistant.evaluation import RecordingRetriever
 from assistant.evidence import contains_evidence
 from assistant.index import Index
 from assistant.lexical import detect_language
@@ -54,19 +55,12 @@ def test_followup_resolved_through_history(local_assistant):
 
 
 def test_english_question_searched_in_french_and_answered_in_english(local_assistant):
-    searched: list[list[str]] = []
-    retrieve = local_assistant.retriever.retrieve
-
-    def recording(queries, *args, **kwargs):
-        searched.append(list(queries))
-        return retrieve(queries, *args, **kwargs)
-
-    local_assistant.retriever.retrieve = recording
+    recorder = local_assistant.retriever = RecordingRetriever(local_assistant.retriever)
     try:
         answer = local_assistant.ask("How much is the global e-health market expected to grow between 2019 and 2023?")
     finally:
-        local_assistant.retriever.retrieve = retrieve
-    queries = searched[0]
+        local_assistant.retriever = recorder.inner
+    queries = recorder.queries[0]
     assert len(queries) == 2 and detect_language(queries[1]) == "fr", queries  # the model's French form
     assert not answer.refused, answer.raw_text
     assert "160" in answer.text or ("90" in answer.text and "235" in answer.text), answer.text  # rate or values

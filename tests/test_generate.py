@@ -9,6 +9,7 @@ import pytest
 
 from assistant.chat import Assistant, Conversation, clean_question, listed_items, refers_back, resolve_ordinal
 from assistant.errors import InvalidQuestionError
+from assistant.evaluation import RecordingRetriever
 from assistant.generate import (
     PreparedSource,
     _figures,
@@ -601,18 +602,11 @@ def test_accept_translation_keeps_only_faithful_french_forms(translation, accept
 def test_an_english_question_is_also_searched_in_its_french_form(translating_assistant):
     assistant, llm = translating_assistant
     llm.enqueue(GROWTH_FR, "The e-health market is expected to grow by about 160% between 2019 and 2023 [1].")
-    searched: list[list[str]] = []
-    retrieve = assistant.retriever.retrieve
-
-    def recording(queries, *args, **kwargs):
-        searched.append(list(queries))
-        return retrieve(queries, *args, **kwargs)
-
-    assistant.retriever.retrieve = recording  # type: ignore[method-assign]
+    recorder = assistant.retriever = RecordingRetriever(assistant.retriever)
     answer = assistant.ask(GROWTH_EN)
     translation_call, answer_call = llm.history
     assert translation_call[-1]["content"] == GROWTH_EN
-    assert searched == [[GROWTH_EN, GROWTH_FR]]
+    assert recorder.queries == [[GROWTH_EN, GROWTH_FR]]
     assert f"QUESTION : {GROWTH_EN}" in answer_call[-1]["content"]  # the model answers what was asked
     assert not answer.refused and "160" in answer.text
 
