@@ -19,6 +19,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
@@ -46,12 +47,13 @@ from assistant.generate import (
 )
 from assistant.index import Index
 from assistant.lexical import detect_language, raw_tokens
-from assistant.llm import ChatLLM, Message, build_llm
+from assistant.llm import ChatLLM, Message, WeighsRefusal, build_llm
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Answer, Citation, ScoredChunk, Timings
 from assistant.settings import Settings
 
 TokenCallback = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 class GenerationCancelledError(Exception):
@@ -91,6 +93,8 @@ class Turn:
     sources: list[PreparedSource] = field(default_factory=list)
     sufficiency: Sufficiency | None = None
     raw_answer: str = ""
+    refusal_probability: float | None = None  # the model's, when the backend can say (WeighsRefusal)
+    overruled_refusal: bool = False  # the model's likeliest opening was a refusal, not likely enough
     started: float = field(default_factory=time.perf_counter)
     retrieval_seconds: float = 0.0
     first_token_seconds: float | None = None
@@ -127,6 +131,7 @@ _REFERS_BACK = re.compile(
 
 
 _REFUSALS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN, RULES_REFUSAL_FR, RULES_REFUSAL_EN)
+_REFUSAL_OPENINGS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN)  # how the answer prompt teaches the model to refuse
 
 
 def refers_back(question: str) -> bool:
@@ -371,7 +376,7 @@ class Assistant:
         if turn.lang != "en" or follow_up or turn.backend == "extractive" or not self.settings.translate_questions:
             return ""
         messages = build_translation_messages(turn.question)
-        translation = self._complete(turn.backend, messages, max_tokens=80, stop=["\n"]).strip()
+        translation = self._short_call(turn.backend, messages)
         return translation if accept_translation(translation, turn.question) else ""
 
     def _condense_with_llm(self, turn: Turn) -> str:
@@ -389,7 +394,7 @@ class Assistant:
         ):
             return turn.question
         messages = build_condense_messages(previous_question, previous_answer, turn.question)
-        rewrite = self._complete(turn.backend, messages, max_tokens=80, stop=["\n"]).strip()
+        rewrite = self._short_call(turn.backend, messages)
         if accept_standalone(rewrite, turn.question, previous_question, previous_answer):
             return rewrite
         return turn.question
@@ -434,36 +439,55 @@ class Assistant:
             if turn.on_token:
                 turn.on_token(token)
 
+        stop = ["\nQUESTION", "SOURCES :"]
+        max_tokens = self.settings.max_answer_tokens
+        llm = self.llm(turn.backend)
+        if isinstance(llm, WeighsRefusal) and self.settings.refuse_at <= 1.0:
+            weight = self._call(turn.backend, lambda: llm.weigh_refusal(messages, _REFUSAL_OPENINGS))
+            turn.refusal_probability = round(weight.probability, 4)
+            if weight.preferred and weight.probability >= self.settings.refuse_at:
+                turn.raw_answer = REFUSAL_SENTINEL_EN if turn.lang == "en" else REFUSAL_SENTINEL_FR
+                on_token(turn.raw_answer)
+                return turn
+            if weight.preferred:  # the refusal was only the likeliest opening: take the likeliest answer
+                turn.overruled_refusal = True
+                tokens = lambda: llm.stream_avoiding(messages, _REFUSAL_OPENINGS, max_tokens=max_tokens, stop=stop)  # noqa: E731
+                turn.raw_answer = self._complete(turn.backend, tokens, on_token).strip()
+                return turn
         turn.raw_answer = self._complete(
-            turn.backend,
-            messages,
-            max_tokens=self.settings.max_answer_tokens,
-            stop=["\nQUESTION", "SOURCES :"],
-            on_token=on_token,
+            turn.backend, lambda: llm.stream(messages, max_tokens=max_tokens, stop=stop), on_token
         ).strip()
         return turn
 
+    def _short_call(self, backend: str, messages: list[Message]) -> str:
+        """A one-line reply (translation, follow-up rewrite)."""
+        llm = self.llm(backend)
+        return self._complete(backend, lambda: llm.stream(messages, max_tokens=80, stop=["\n"])).strip()
+
     def _complete(
-        self,
-        backend: str,
-        messages: list[Message],
-        max_tokens: int,
-        stop: list[str],
-        on_token: TokenCallback | None = None,
+        self, backend: str, tokens: Callable[[], Iterator[str]], on_token: TokenCallback | None = None
     ) -> str:
-        """The LLM's whole reply, each token also handed to ``on_token``; a backend that cannot
-        be reached raises ``BackendUnavailableError``."""
-        parts: list[str] = []
-        try:
-            for token in self.llm(backend).stream(messages, max_tokens=max_tokens, stop=stop):
+        """The LLM's whole reply, each token also handed to ``on_token``."""
+
+        def collect() -> str:
+            parts: list[str] = []
+            for token in tokens():
                 parts.append(token)
                 if on_token:
                     on_token(token)
+            return "".join(parts)
+
+        return self._call(backend, collect)
+
+    @staticmethod
+    def _call(backend: str, call: Callable[[], _T]) -> _T:
+        """Run a call to the LLM; a backend that cannot be reached raises ``BackendUnavailableError``."""
+        try:
+            return call()
         except BackendUnavailableError:
             raise
         except (ConnectionError, OSError) as exc:
             raise BackendUnavailableError(f"Backend « {backend} » indisponible : {exc}") from exc
-        return "".join(parts)
 
     def _finalize(self, turn: Turn) -> Turn:
         """Attribute the model's answer in code; fall back to quoting the sources, or refuse.
@@ -492,6 +516,8 @@ class Assistant:
             refusal_reason = "aucune phrase des sources ne contient les termes ou le chiffre demandés"
         elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < 200:
             refusal_reason = "le modèle juge que les sources ne répondent pas"
+            if turn.refusal_probability is not None:
+                refusal_reason += f" (probabilité du refus : {turn.refusal_probability:.2f})"
             if self.grounder.evidence_strength(turn.standalone, turn.sources) >= self.settings.overrule_refusal_at:
                 result, mode = self._quote(turn), "extractive"
         else:
@@ -501,6 +527,9 @@ class Assistant:
             refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
             if not result.text and self.grounder.invented_figures(turn.raw_answer, turn.sources, turn.question):
                 refusal_reason = "le modèle avance des chiffres absents des sources"
+            elif not result.text and turn.overruled_refusal:
+                # the model leaned toward refusing: a quote of the sources would answer in its place
+                refusal_reason = "le modèle penchait pour le refus et sa réponse n'est pas étayée par les sources"
             elif not result.text:
                 dropped = result.dropped
                 result, mode = self._quote(turn, prefer=result.anchors), "extractive"
@@ -530,6 +559,7 @@ class Assistant:
                 total=round(time.perf_counter() - turn.started, 3),
             ),
             refusal_reason=refusal_reason,
+            refusal_probability=turn.refusal_probability,
             raw_text=turn.raw_answer,
             dropped=dropped,
             mode=mode,

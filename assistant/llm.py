@@ -10,10 +10,14 @@ The extractive backend needs no LLM at all and lives in ``generate``.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+import numpy as np
 
 from assistant.errors import BackendUnavailableError
 from assistant.settings import Settings
@@ -28,6 +32,30 @@ class ChatLLM(Protocol):
     name: str
 
     def stream(self, messages: list[Message], *, max_tokens: int, stop: list[str] | None = None) -> Iterator[str]: ...
+
+
+@dataclass(frozen=True)
+class RefusalWeight:
+    """How much the model leans toward opening its reply with a refusal."""
+
+    probability: float  # of a reply opening with one of the refusals (their first two tokens)
+    preferred: bool  # greedy decoding would open with one
+
+
+@runtime_checkable
+class WeighsRefusal(Protocol):
+    """A backend that reads its own next-token probabilities (the local model).
+
+    Greedy decoding takes the refusal whenever its first token is the single most likely
+    one, although the answers, spread over many first tokens, may weigh more together. Such a
+    backend says how likely its refusal is, and gives its most likely reply that is not one.
+    """
+
+    def weigh_refusal(self, messages: list[Message], refusals: Sequence[str]) -> RefusalWeight: ...
+
+    def stream_avoiding(
+        self, messages: list[Message], refusals: Sequence[str], *, max_tokens: int, stop: list[str] | None = None
+    ) -> Iterator[str]: ...
 
 
 def compact_state_cache(capacity_bytes: int) -> object:
@@ -83,6 +111,22 @@ class LlamaCppLLM:
         self._lock = threading.Lock()
         self._temperature = temperature
         self.name = f"local:{Path(model_path).stem}"
+        self._formatter = self._chat_formatter()
+
+    def _chat_formatter(self) -> Any:
+        """The GGUF's own chat template, as ``create_chat_completion`` applies it (None without one)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+
+        def text(token: int) -> str:
+            return self._llama.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
+
+        return Jinja2ChatFormatter(
+            template=template, eos_token=text(self._llama.token_eos()), bos_token=text(self._llama.token_bos())
+        )
 
     def stream(self, messages: list[Message], *, max_tokens: int, stop: list[str] | None = None) -> Iterator[str]:
         with self._lock:
@@ -103,6 +147,98 @@ class LlamaCppLLM:
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False))
+
+    # ---------------------------------------------------------------- refusal weighing
+    def weigh_refusal(self, messages: list[Message], refusals: Sequence[str]) -> RefusalWeight:
+        if self._formatter is None:
+            return RefusalWeight(0.0, False)
+        with self._lock:
+            first, seconds = self._refusal_paths(self._prompt_tokens(messages), refusals)
+        probability = sum(
+            math.exp(first[r0]) * sum(math.exp(second[r1]) for r1 in r1s) for r0, (second, r1s) in seconds.items()
+        )
+        top = int(np.argmax(first))
+        preferred = top in seconds and int(np.argmax(seconds[top][0])) in seconds[top][1]
+        return RefusalWeight(min(probability, 1.0), preferred)
+
+    def stream_avoiding(
+        self, messages: list[Message], refusals: Sequence[str], *, max_tokens: int, stop: list[str] | None = None
+    ) -> Iterator[str]:
+        if self._formatter is None:
+            yield from self.stream(messages, max_tokens=max_tokens, stop=stop)
+            return
+        with self._lock:
+            prompt = self._prompt_tokens(messages)
+            first, seconds = self._refusal_paths(prompt, refusals)
+            # greedy over the replies that do not open with a refusal: a refusal's first token
+            # keeps only the probability of its other continuations
+            adjusted = first.copy()
+            for r0, (second, r1s) in seconds.items():
+                refused = sum(math.exp(second[r1]) for r1 in r1s)
+                adjusted[r0] += math.log(max(1.0 - refused, 1e-12))
+            forced = [int(np.argmax(adjusted))]
+            if forced[0] in seconds:
+                second, r1s = seconds[forced[0]]
+                second = second.copy()
+                second[list(r1s)] = -np.inf
+                forced.append(int(np.argmax(second)))
+            try:
+                opening = self._llama.detokenize(forced).decode("utf-8")
+            except UnicodeDecodeError:  # a character split across tokens: give up the forcing
+                opening = None
+        if opening is None:
+            yield from self.stream(messages, max_tokens=max_tokens, stop=stop)
+            return
+        with self._lock:
+            yield opening
+            chunks = self._llama.create_completion(
+                prompt + forced,
+                max_tokens=max(max_tokens - len(forced), 1),
+                temperature=self._temperature,
+                top_k=1,
+                repeat_penalty=1.05,
+                stop=stop or [],
+                stream=True,
+            )
+            for chunk in chunks:
+                text = chunk["choices"][0]["text"]  # type: ignore[index]
+                if text:
+                    yield text
+
+    def _prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """The prompt's tokens as ``create_chat_completion`` builds them."""
+        result = self._formatter(messages=list(messages))
+        return self._llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    def _refusal_paths(
+        self, prompt: list[int], refusals: Sequence[str]
+    ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, set[int]]]]:
+        """Log-probabilities of the reply's first token; for each refusal's first token, those of
+        the token after it, with the refusals' second tokens. Call with the lock held."""
+        # one sampled token through create_completion, which restores the longest cached prompt
+        # state; the context then holds the prompt, and its logits those of the token after it
+        self._llama.create_completion(prompt, max_tokens=1, temperature=0.0, top_k=1)
+        first = self._next_logprobs()
+        paths: dict[int, set[int]] = {}
+        for refusal in refusals:
+            ids = self._llama.tokenize(refusal.encode("utf-8"), add_bos=False, special=False)[:2]
+            if len(ids) == 2:
+                paths.setdefault(ids[0], set()).add(ids[1])
+        seconds: dict[int, tuple[np.ndarray, set[int]]] = {}
+        for r0, r1s in paths.items():
+            self._llama.n_tokens = len(prompt)  # back to the prompt alone
+            self._llama.eval([r0])
+            seconds[r0] = (self._next_logprobs(), r1s)
+        return first, seconds
+
+    def _next_logprobs(self) -> np.ndarray:
+        """Log-probabilities of the token after the last one evaluated."""
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._llama.n_vocab(),)).astype(np.float64)
+        logits -= logits.max()
+        return logits - math.log(float(np.exp(logits).sum()))
 
 
 class LangChainLLM:

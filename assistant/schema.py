@@ -118,6 +118,8 @@ class Answer:
     backend: str = ""
     timings: Timings = field(default_factory=Timings)
     refusal_reason: str = ""
+    # the model's probability of opening its reply with a refusal (local backend), see llm.WeighsRefusal
+    refusal_probability: float | None = None
     raw_text: str = ""  # the model's own words before citations were checked
     dropped: list[str] = field(default_factory=list)  # answer sentences no source supported
     mode: str = "generated"  # "generated" (LLM, checked), "extractive" (quoted sources) or "refused"
@@ -135,6 +137,7 @@ class Answer:
             "answer": self.text,
             "refused": self.refused,
             "refusal_reason": self.refusal_reason,
+            "refusal_probability": self.refusal_probability,
             "backend": self.backend,
             "citations": [c.to_dict() for c in self.citations],
             "sources": [s.to_dict() for s in self.sources],

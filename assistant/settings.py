@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # quote the sources instead of accepting the model's refusal when one source sentence holds
     # this share (IDF-weighted) of the question's key terms; > 1 disables it
     overrule_refusal_at: float = 0.6
+    # a backend that reads its own probabilities (local) refuses only when its refusal is this
+    # likely; a less likely refusal, taken by greedy decoding as the single likeliest opening,
+    # gives way to the likeliest answer, kept only when attribution supports it (> 1 disables)
+    refuse_at: float = Field(default=0.4, ge=0.0)
     # let the LLM rewrite a short follow-up ("Et à l'horizon 2023 ?") into a standalone question
     # (checked in code, see generate.accept_standalone); one more short call per follow-up. Off by
     # default: with the bundled 1.5B model it removed 3 of 29 follow-up refusals but gained no valid

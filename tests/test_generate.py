@@ -23,7 +23,7 @@ from assistant.generate import (
 from assistant.lexical import detect_language, specific_terms
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Answer, Chunk, Citation
-from tests.fakes import MockLLM
+from tests.fakes import MockLLM, MockWeighingLLM
 
 
 @pytest.fixture
@@ -230,6 +230,68 @@ def test_model_refusal_is_overruled_when_one_source_sentence_holds_the_answer(mo
     strict = Assistant(strict_settings, assistant.index, assistant.retriever, llm=llm)
     llm.enqueue("Le corpus ne contient pas cette information.")
     assert strict.ask(GROWTH_Q).refused
+
+
+@pytest.fixture
+def weighing_assistant(corpus_index):
+    llm = MockWeighingLLM()
+    settings = corpus_index.settings.model_copy(
+        update={"backend": "local", "llm_condense": False, "translate_questions": False, "refuse_at": 0.4}
+    )
+    return Assistant(settings, corpus_index, HybridRetriever(corpus_index), llm=llm), llm
+
+
+G_NIUS_Q = "Combien de start-ups le guichet G_NIUS a-t-il accompagnées depuis sa création ?"
+
+
+def test_a_likely_refusal_is_given_without_generating(weighing_assistant):
+    assistant, llm = weighing_assistant
+    llm.enqueue_weight(0.62, preferred=True)
+    answer = assistant.ask(G_NIUS_Q)
+    assert answer.refused and llm.history == [] and len(llm.weighed) == 1  # no reply was queued
+    assert answer.refusal_probability == 0.62 and "0.62" in answer.refusal_reason
+    assert answer.text.startswith("Le corpus ne contient pas cette information.")
+
+
+def test_an_unlikely_refusal_gives_way_to_the_likeliest_answer(weighing_assistant):
+    assistant, llm = weighing_assistant
+    llm.enqueue_weight(0.25, preferred=True)
+    llm.enqueue("Une croissance de l'ordre de 160 % du marché de l'e-santé est attendue entre 2019 et 2023 [1].")
+    answer = assistant.ask(GROWTH_Q)
+    assert llm.avoiding and not answer.refused and answer.mode == "generated" and "160 %" in answer.text
+    assert answer.refusal_probability == 0.25
+
+
+def test_an_answer_given_in_place_of_a_refusal_must_be_supported_and_is_never_replaced_by_quotes(
+    weighing_assistant,
+):
+    assistant, llm = weighing_assistant
+    # the same question with a reply no source supports: an ordinary answer would give way to
+    # quotes (test_unsupported_answer_is_replaced_by_quoted_sources); one the model nearly
+    # refused gives way to the refusal
+    llm.enqueue_weight(0.3, preferred=True)
+    llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
+    answer = assistant.ask(GROWTH_Q)
+    assert answer.refused and answer.mode == "refused" and answer.citations == []
+    assert "penchait pour le refus" in answer.refusal_reason
+
+
+def test_a_refusal_that_is_not_the_likeliest_opening_changes_nothing(weighing_assistant):
+    assistant, llm = weighing_assistant
+    llm.enqueue_weight(0.45, preferred=False)  # likely, but greedy decoding answers
+    llm.enqueue("Une croissance de l'ordre de 160 % du marché de l'e-santé est attendue entre 2019 et 2023 [1].")
+    answer = assistant.ask(GROWTH_Q)
+    assert not llm.avoiding and len(llm.history) == 1 and not answer.refused
+
+
+def test_weighing_the_refusal_can_be_switched_off(weighing_assistant):
+    assistant, llm = weighing_assistant
+    plain = Assistant(
+        assistant.settings.model_copy(update={"refuse_at": 1.1}), assistant.index, assistant.retriever, llm=llm
+    )
+    llm.enqueue("Le corpus ne contient pas cette information.")
+    answer = plain.ask(G_NIUS_Q)
+    assert answer.refused and llm.weighed == [] and answer.refusal_probability is None
 
 
 def test_gate_refuses_without_calling_the_llm(mock_assistant):
