@@ -7,8 +7,10 @@ import pytest
 from assistant.chat import Assistant, Conversation
 from assistant.evaluation import RecordingRetriever
 from assistant.evidence import contains_evidence
+from assistant.generate import REFUSAL_SENTINEL_EN, REFUSAL_SENTINEL_FR, build_messages
 from assistant.index import Index
 from assistant.lexical import detect_language
+from assistant.llm import WeighsRefusal
 from assistant.retrieve import HybridRetriever
 
 pytestmark = pytest.mark.slow
@@ -68,6 +70,36 @@ def test_english_question_searched_in_french_and_answered_in_english(local_assis
     # "90 million dollars" for "90 Mds$", which the attribution refuses to keep)
     assert detect_language(answer.text) == "en" or answer.text.startswith("According to the corpus"), answer.text
     assert _valid(answer, "croissance attendue entre 2019 et 2023 de l'ordre de 160 %")
+
+
+def test_local_model_weighs_its_refusal_on_the_prompt_it_answers(local_assistant):
+    llm = local_assistant.llm("local")
+    assert isinstance(llm, WeighsRefusal)
+    question = "Combien de start-ups le guichet G_NIUS a-t-il accompagnées depuis sa création ?"
+    sources = local_assistant.grounder.select_sources(question, local_assistant.retriever.retrieve(question), 3)
+    messages = build_messages(question, sources)
+    refusals = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN)
+    weight = llm.weigh_refusal(messages, refusals)
+    assert 0.0 < weight.probability < 1.0
+    greedy = "".join(llm.stream(messages, max_tokens=12))
+    # the weighing reads the same prompt tokens as the chat completion: same likeliest opening
+    assert weight.preferred == greedy.startswith(("Le corpus", "The corpus")), (weight, greedy)
+    avoiding = "".join(llm.stream_avoiding(messages, refusals, max_tokens=40))
+    assert avoiding.strip() and not avoiding.startswith(("Le corpus", "The corpus")), avoiding
+
+
+def test_an_unlikely_refusal_gives_way_to_a_supported_answer(corpus_index, local_assistant):
+    # retrieval as the app runs it (with pseudo-relevance feedback); the model is the same object
+    settings = local_assistant.settings
+    app_assistant = Assistant(settings, corpus_index, HybridRetriever.from_settings(corpus_index, settings))
+    # greedy decoding refuses this one (its opening "Le" is the likeliest token), but the model
+    # gives its refusal a probability of ~0.25: the answers, spread over other openings, weigh more
+    answer = app_assistant.ask(
+        "Les preuves de concept en e-santé sont-elles correctement financées selon la stratégie ?"
+    )
+    assert answer.refusal_probability is not None and answer.refusal_probability < 0.4
+    assert not answer.refused, (answer.refusal_reason, answer.raw_text)
+    assert _valid(answer, "preuves de concepts, actuellement sous-financés")
 
 
 INJECTED = """# Programme Alpha
