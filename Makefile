@@ -36,6 +36,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout5.jsonl --backend extractive --out eval/results/heldout5-extractive
 	$(BIN)/assistant eval eval/heldout6.jsonl --backend local --out eval/results/heldout6-local
 	$(BIN)/assistant eval eval/heldout6.jsonl --backend extractive --out eval/results/heldout6-extractive
+	$(BIN)/assistant eval eval/heldout7.jsonl --backend local --out eval/results/heldout7-local
+	$(BIN)/assistant eval eval/heldout7.jsonl --backend extractive --out eval/results/heldout7-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     overrule_refusal_at: float = 0.6
     # a backend that reads its own probabilities (local) refuses only when its refusal is this
     # likely; a less likely refusal, taken by greedy decoding as the single likeliest opening,
-    # gives way to the likeliest answer, kept only when attribution supports it (> 1 disables)
+    # gives way to the likeliest answer, kept only when attribution supports it (> 1 disables).
+    # On the model-refused questions of earlier runs: answerable p 0.02–0.52 (median 0.25, n=25),
+    # unanswerable 0.11–0.73 (median 0.47, n=13). Dev false refusals 18 → 11 of 90, refusals 15/17
+    # both; held-out 5 and 6 false refusals 13 → 10 and 10 → 8 of 33, refusals unchanged
     refuse_at: float = Field(default=0.4, ge=0.0)
     # let the LLM rewrite a short follow-up ("Et à l'horizon 2023 ?") into a standalone question
     # (checked in code, see generate.accept_standalone); one more short call per follow-up. Off by
