@@ -19,6 +19,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from langchain_core.runnables import Runnable, RunnableLambda
@@ -451,12 +452,11 @@ class Assistant:
                 return turn
             if weight.preferred:  # the refusal was only the likeliest opening: take the likeliest answer
                 turn.overruled_refusal = True
-                tokens = lambda: llm.stream_avoiding(messages, _REFUSAL_OPENINGS, max_tokens=max_tokens, stop=stop)  # noqa: E731
-                turn.raw_answer = self._complete(turn.backend, tokens, on_token).strip()
+                avoiding = partial(llm.stream_avoiding, messages, _REFUSAL_OPENINGS, max_tokens=max_tokens, stop=stop)
+                turn.raw_answer = self._complete(turn.backend, avoiding, on_token).strip()
                 return turn
-        turn.raw_answer = self._complete(
-            turn.backend, lambda: llm.stream(messages, max_tokens=max_tokens, stop=stop), on_token
-        ).strip()
+        plain = partial(llm.stream, messages, max_tokens=max_tokens, stop=stop)
+        turn.raw_answer = self._complete(turn.backend, plain, on_token).strip()
         return turn
 
     def _short_call(self, backend: str, messages: list[Message]) -> str:
