@@ -58,6 +58,16 @@ class WeighsRefusal(Protocol):
     ) -> Iterator[str]: ...
 
 
+# log-probabilities of a reply's first token; per refusal's first token, those of the next token
+# and the refusals' second tokens
+_Paths = tuple[np.ndarray, dict[int, tuple[np.ndarray, set[int]]]]
+
+
+def _share(logprobs: np.ndarray, tokens: set[int]) -> float:
+    """The probability the log-probabilities give to any of ``tokens``."""
+    return sum(math.exp(logprobs[t]) for t in tokens)
+
+
 def compact_state_cache(capacity_bytes: int) -> object:
     """A llama.cpp RAM cache of prompt states that holds one row of logits per state.
 
@@ -112,6 +122,7 @@ class LlamaCppLLM:
         self._temperature = temperature
         self.name = f"local:{Path(model_path).stem}"
         self._formatter = self._chat_formatter()
+        self._last_paths: tuple[tuple[tuple[int, ...], tuple[str, ...]], _Paths] | None = None
 
     def _chat_formatter(self) -> Any:
         """The GGUF's own chat template, as ``create_chat_completion`` applies it (None without one)."""
@@ -132,18 +143,24 @@ class LlamaCppLLM:
         with self._lock:
             chunks = self._llama.create_chat_completion(
                 messages=list(messages),  # type: ignore[arg-type]
-                max_tokens=max_tokens,
-                temperature=self._temperature,
-                top_k=1,
-                repeat_penalty=1.05,
-                stop=stop or [],
-                stream=True,
+                **self._decoding(max_tokens, stop),
             )
             for chunk in chunks:
                 delta = chunk["choices"][0].get("delta", {})  # type: ignore[index]
                 text = delta.get("content")
                 if text:
                     yield text
+
+    def _decoding(self, max_tokens: int, stop: list[str] | None) -> dict[str, Any]:
+        """One decoding policy for every streamed reply (a forced opening continues the same way)."""
+        return {
+            "max_tokens": max_tokens,
+            "temperature": self._temperature,
+            "top_k": 1,
+            "repeat_penalty": 1.05,
+            "stop": stop or [],
+            "stream": True,
+        }
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False))
@@ -154,9 +171,7 @@ class LlamaCppLLM:
             return RefusalWeight(0.0, False)
         with self._lock:
             first, seconds = self._refusal_paths(self._prompt_tokens(messages), refusals)
-        probability = sum(
-            math.exp(first[r0]) * sum(math.exp(second[r1]) for r1 in r1s) for r0, (second, r1s) in seconds.items()
-        )
+        probability = sum(math.exp(first[r0]) * _share(second, r1s) for r0, (second, r1s) in seconds.items())
         top = int(np.argmax(first))
         preferred = top in seconds and int(np.argmax(seconds[top][0])) in seconds[top][1]
         return RefusalWeight(min(probability, 1.0), preferred)
@@ -174,8 +189,7 @@ class LlamaCppLLM:
             # keeps only the probability of its other continuations
             adjusted = first.copy()
             for r0, (second, r1s) in seconds.items():
-                refused = sum(math.exp(second[r1]) for r1 in r1s)
-                adjusted[r0] += math.log(max(1.0 - refused, 1e-12))
+                adjusted[r0] += math.log(max(1.0 - _share(second, r1s), 1e-12))
             forced = [int(np.argmax(adjusted))]
             if forced[0] in seconds:
                 second, r1s = seconds[forced[0]]
@@ -192,13 +206,7 @@ class LlamaCppLLM:
         with self._lock:
             yield opening
             chunks = self._llama.create_completion(
-                prompt + forced,
-                max_tokens=max(max_tokens - len(forced), 1),
-                temperature=self._temperature,
-                top_k=1,
-                repeat_penalty=1.05,
-                stop=stop or [],
-                stream=True,
+                prompt + forced, **self._decoding(max(max_tokens - len(forced), 1), stop)
             )
             for chunk in chunks:
                 text = chunk["choices"][0]["text"]  # type: ignore[index]
@@ -210,11 +218,15 @@ class LlamaCppLLM:
         result = self._formatter(messages=list(messages))
         return self._llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
 
-    def _refusal_paths(
-        self, prompt: list[int], refusals: Sequence[str]
-    ) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, set[int]]]]:
+    def _refusal_paths(self, prompt: list[int], refusals: Sequence[str]) -> _Paths:
         """Log-probabilities of the reply's first token; for each refusal's first token, those of
-        the token after it, with the refusals' second tokens. Call with the lock held."""
+        the token after it, with the refusals' second tokens. Call with the lock held.
+
+        The chain weighs a prompt, then may stream its likeliest non-refusal from it: the paths of
+        the last prompt are kept, so that the second call does not read and save its state again."""
+        key = (tuple(prompt), tuple(refusals))
+        if self._last_paths is not None and self._last_paths[0] == key:
+            return self._last_paths[1]
         # one sampled token through create_completion, which restores the longest cached prompt
         # state; the context then holds the prompt, and its logits those of the token after it
         self._llama.create_completion(prompt, max_tokens=1, temperature=0.0, top_k=1)
@@ -229,6 +241,7 @@ class LlamaCppLLM:
             self._llama.n_tokens = len(prompt)  # back to the prompt alone
             self._llama.eval([r0])
             seconds[r0] = (self._next_logprobs(), r1s)
+        self._last_paths = (key, (first, seconds))
         return first, seconds
 
     def _next_logprobs(self) -> np.ndarray:
