@@ -257,7 +257,7 @@ class Assistant:
         self.settings = settings
         self.index = index
         self.retriever = retriever
-        self.grounder = Grounder(index.embedder, index.state.lexical)
+        self.grounder = Grounder(index.embedder, index.state.lexical, snippet_chars=settings.snippet_chars)
         self._llms: dict[str, ChatLLM] = {}
         if llm is not None:
             self._llms[settings.backend] = llm

@@ -8,7 +8,7 @@ instance explicitly; nothing deep in the pipeline reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from platformdirs import user_cache_dir
 from pydantic import Field, SecretStr
@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     n_ctx: int = 4096
     n_threads: int = 2
     llm_sources: int = 3
+    # characters of each source's snippet, by position ([1], [2], later ones): the best chunk gets
+    # room for the sentences after its closest one, for the same prompt length as 400/400/400
+    # (evidence in the prompt for 203 instead of 198 of 264 questions, see Grounder.select_sources).
+    # As an environment variable: ASSISTANT_SNIPPET_CHARS='[600, 300, 300]'
+    snippet_chars: list[Annotated[int, Field(gt=0)]] = Field(default=[600, 300, 300], min_length=1)
     # quote the sources instead of accepting the model's refusal when one source sentence holds
     # this share (IDF-weighted) of the question's key terms; > 1 disables it
     overrule_refusal_at: float = 0.6

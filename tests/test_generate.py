@@ -11,6 +11,7 @@ from assistant.chat import Assistant, Conversation, clean_question, listed_items
 from assistant.errors import InvalidQuestionError
 from assistant.evaluation import RecordingRetriever
 from assistant.generate import (
+    Grounder,
     PreparedSource,
     _figures,
     accept_standalone,
@@ -117,6 +118,35 @@ def test_a_sentence_that_pins_a_real_figure_on_a_word_of_the_question_absent_fro
     # the same sentence answering the question it was written for is kept
     right = "La croissance attendue du marché de l'e-santé est de 160 % [1]."
     assert grounder.attribute(right, sources, "fr", GROWTH_Q).text
+
+
+def test_each_source_snippet_keeps_to_the_size_of_its_position(mock_assistant):
+    assistant, _ = mock_assistant
+    hits = assistant.retriever.retrieve(GROWTH_Q)
+    wide = Grounder(assistant.index.embedder, assistant.index.state.lexical, snippet_chars=(900, 120))
+    narrow = Grounder(assistant.index.embedder, assistant.index.state.lexical, snippet_chars=(120,))
+    wide_sources, narrow_sources = (g.select_sources(GROWTH_Q, hits, 3) for g in (wide, narrow))
+    # same chunks in the same order: the sizes only cut the snippets
+    assert [s.citation.chunk.id for s in wide_sources] == [s.citation.chunk.id for s in narrow_sources]
+    assert len(wide_sources) == 3
+    for grounder, sources in ((wide, wide_sources), (narrow, narrow_sources)):
+        for position, source in enumerate(sources):
+            size = grounder.snippet_chars[min(position, len(grounder.snippet_chars) - 1)]
+            parts = source.citation.snippet.split(" … ")
+            # over its size only when its single best sentence is longer than that (the spaces
+            # that join adjacent sentences are not counted in the size)
+            assert len("".join(parts)) <= size + 10 or len(parts) == 1
+    # the best chunk's room brings in more of it, and still holds the narrow snippet's sentence
+    assert len(wide_sources[0].citation.snippet) > len(narrow_sources[0].citation.snippet)
+    assert narrow_sources[0].citation.snippet in wide_sources[0].citation.snippet
+    assert wide_sources[1].citation.snippet == narrow_sources[1].citation.snippet
+
+
+@pytest.mark.parametrize("sizes", [(), (400, 0)])
+def test_snippet_sizes_must_be_positive(mock_assistant, sizes):
+    assistant, _ = mock_assistant
+    with pytest.raises(ValueError, match="snippet_chars"):
+        Grounder(assistant.index.embedder, assistant.index.state.lexical, snippet_chars=sizes)
 
 
 def test_a_figure_question_answered_without_a_figure_is_not_an_answer(mock_assistant):
