@@ -567,11 +567,22 @@ class Assistant:
         return turn
 
     def _quote(self, turn: Turn, prefer: Sequence[SourceSentence] = ()) -> AttributedAnswer:
-        """Quote on the user's own words; a bare follow-up ("Développe le dernier.") on its standalone form."""
-        own_words = self.grounder.known_key_terms(turn.question, turn.lang)
-        question = turn.question if own_words else turn.standalone
+        """Quote on the user's own words; a bare follow-up ("Développe le dernier.") on its standalone
+        form; an English question on its French translation, whose words the sources share (in
+        English only names and acronyms can be matched, and a question without any was quoted any
+        sentence e5 found close, e.g. a funding need "de 50 M€" for a count of data warehouses)."""
+        if turn.french:
+            question, lang = turn.french, "fr"
+        else:
+            own_words = self.grounder.known_key_terms(turn.question, turn.lang)
+            question, lang = (turn.question if own_words else turn.standalone), turn.lang
         return self.grounder.extract(
-            question, turn.sources, lang=turn.lang, wants_figure=expects_figure(turn.question), prefer=prefer
+            question,
+            turn.sources,
+            lang=lang,
+            wants_figure=expects_figure(turn.question),
+            prefer=prefer,
+            reply_lang=turn.lang,
         )
 
     def refusal_text(self, turn: Turn) -> str:

@@ -739,6 +739,7 @@ class Grounder:
         lang: str = "fr",
         wants_figure: bool | None = None,
         prefer: Sequence[SourceSentence] = (),
+        reply_lang: str | None = None,
     ) -> AttributedAnswer:
         """Quote the source sentences closest to the question, each with its ``[n]``.
 
@@ -754,6 +755,8 @@ class Grounder:
         user's own words asked for a figure (an earlier "combien" must not carry over).
         ``prefer`` (the sentences a dropped model answer was read from) narrows the choice to
         them when one passes the same filters: the model found the fact, the quote states it.
+        ``reply_lang`` is the language of the quote's opener when it differs from ``lang``, the
+        language ``question`` is written in (an English question searched in French).
         """
         bank = [s for src in sources for s in src.sentences]
         # a year or figure of the question ("… en 2022 ?") must be in the quoted passage: a quote
@@ -788,7 +791,7 @@ class Grounder:
                 chosen.append(sentence)
         if _leads_in(chosen[0].text):  # "… seraient par exemple :" — the answer is the list that follows
             chosen = [chosen[0]]
-        opener = "According to the corpus:" if lang == "en" else "D'après le corpus :"
+        opener = "According to the corpus:" if (reply_lang or lang) == "en" else "D'après le corpus :"
         quotes = []
         cited: dict[int, str] = {}
         for sentence in chosen:

@@ -703,6 +703,22 @@ def test_an_english_question_is_also_searched_in_its_french_form(translating_ass
     assert not answer.refused and "160" in answer.text
 
 
+def test_an_english_question_is_quoted_on_the_words_of_its_french_form(translating_assistant):
+    assistant, llm = translating_assistant
+    # an answer the sources cannot support gives way to a quote, picked on the French form's words
+    llm.enqueue(GROWTH_FR, "It grows a lot [1].")
+    answer = assistant.ask(GROWTH_EN)
+    assert answer.mode == "extractive" and answer.text.startswith("According to the corpus:")
+    assert "160 %" in answer.text and "croissance" in answer.citations[0].snippet
+    # without a name in it, an English question's own words match nothing French: a figure
+    # sentence on another topic used to be quoted; its French form's words match none of them
+    question = "How many hospital data warehouses are operational in France today?"
+    llm.enqueue("Combien d'entrepôts de données hospitaliers sont opérationnels en France aujourd'hui ?")
+    llm.enqueue("Several of them are operational [1].")
+    answer = assistant.ask(question)
+    assert answer.refused, answer.text
+
+
 def test_an_untrusted_translation_is_not_searched(translating_assistant):
     assistant, llm = translating_assistant
     llm.enqueue("The market grows by 160%.", "The e-health market is expected to grow by about 160% [1].")
