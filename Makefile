@@ -38,6 +38,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout6.jsonl --backend extractive --out eval/results/heldout6-extractive
 	$(BIN)/assistant eval eval/heldout7.jsonl --backend local --out eval/results/heldout7-local
 	$(BIN)/assistant eval eval/heldout7.jsonl --backend extractive --out eval/results/heldout7-extractive
+	$(BIN)/assistant eval eval/heldout8.jsonl --backend local --out eval/results/heldout8-local
+	$(BIN)/assistant eval eval/heldout8.jsonl --backend extractive --out eval/results/heldout8-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
