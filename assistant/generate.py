@@ -461,7 +461,8 @@ class Grounder:
         lexical: LexicalIndex,
         coverage_threshold: float = 0.15,
         generic_df: float = 0.12,
-        snippet_chars: Sequence[int] = (600, 300, 300),
+        *,
+        snippet_chars: Sequence[int],  # Settings.snippet_chars: one default, in the settings
         rank_penalty: float = 0.08,
         source_penalty: float = 0.15,
         continuation_chars: int = 600,
