@@ -40,6 +40,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout7.jsonl --backend extractive --out eval/results/heldout7-extractive
 	$(BIN)/assistant eval eval/heldout8.jsonl --backend local --out eval/results/heldout8-local
 	$(BIN)/assistant eval eval/heldout8.jsonl --backend extractive --out eval/results/heldout8-extractive
+	$(BIN)/assistant eval eval/heldout9.jsonl --backend local --out eval/results/heldout9-local
+	$(BIN)/assistant eval eval/heldout9.jsonl --backend extractive --out eval/results/heldout9-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
