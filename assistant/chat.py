@@ -412,7 +412,9 @@ class Assistant:
             # ("la recette de la tarte tatin" after a question on funding); a follow-up that points
             # back ("le poste de la seconde ?") or names a figure the passages hold ("Et à
             # l'horizon 2023 ?") is about the conversation whatever its framing words
-            with_context = self.grounder.sufficiency(turn.standalone, turn.hits, turn.lang)
+            with_context = self.grounder.sufficiency(
+                turn.standalone, turn.hits, turn.lang, hard_terms_of=turn.standalone
+            )
             names_figure = bool(re.search(r"\d", turn.question))  # held by the passages: no missing_hard
             on_topic = self.grounder.known_share(own.key_terms) >= 0.5 or refers_back(turn.asked) or names_figure
             if not with_context.missing_hard and on_topic:

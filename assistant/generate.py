@@ -391,6 +391,23 @@ _DATE = re.compile(
 )
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def asked_part(question: str) -> str:
+    """The part of a question that asks, without the user's situation told before it: the last
+    sentence holding a question mark and, within it, what follows a colon when that is itself a
+    question of four words or more ("Je suis DPO d'une start-up : le RGPD est-il perçu comme un
+    atout ?" asks about the RGPD). A question without a question mark is returned whole."""
+    question = question.strip()
+    asking = [sentence for sentence in _SENTENCE_END.split(question) if "?" in sentence]
+    part = asking[-1] if asking else question
+    _context, colon, after = part.partition(":")
+    if colon and "?" in after and len(after.split()) >= 4:
+        part = after
+    return part.strip()
+
+
 def _standalone_numbers(text: str) -> set[str]:
     """Figures written in digits that stand alone: the 19 of "COVID19" is not a quantity."""
     return {n for match in _STANDALONE_NUMBER.finditer(text) for n in _numbers(match.group(0))}
@@ -513,21 +530,27 @@ class Grounder:
             return 1.0
         return sum(self.lexical.document_frequency(t) > 0 for t in terms) / len(terms)
 
-    def sufficiency(self, question: str, hits: Sequence[ScoredChunk], lang: str = "fr") -> Sufficiency:
+    def sufficiency(
+        self, question: str, hits: Sequence[ScoredChunk], lang: str = "fr", *, hard_terms_of: str | None = None
+    ) -> Sufficiency:
         """Whether the retrieved text could answer: its figures and names present, its topic covered.
 
         Word overlap alone does not separate answerable from unanswerable questions on this
         corpus (same median), so it only rejects off-topic questions (low coverage). The
         strong signal is a *specific* term of the question — a figure, an acronym, a proper
-        name — that none of the retrieved passages contains.
+        name — that none of the retrieved passages contains. Only the part that asks counts:
+        the user's own situation before it ("Je suis DPO d'une start-up : …", "Notre medtech
+        vise 60 M€ : …") is context, not a fact the corpus must hold. ``hard_terms_of`` overrides
+        the text whose specific terms are required (a follow-up read with its context: all of it).
         """
         if not hits:
             return Sufficiency(False, 0.0, [], [])
         text = "\n".join(f"{h.chunk.section}\n{h.chunk.text}" for h in hits)
         available = set(analyze(text))
         text_numbers = _numbers(text)
-        missing_hard = [n for n in sorted(_numbers(question)) if n not in text_numbers]
-        for term in specific_terms(question, lang):
+        asked = asked_part(question) if hard_terms_of is None else hard_terms_of
+        missing_hard = [n for n in sorted(_numbers(asked)) if n not in text_numbers]
+        for term in specific_terms(asked, lang):
             stems = analyze(term)
             if stems and not all(stem in available for stem in stems):
                 missing_hard.append(term)

@@ -16,6 +16,7 @@ from assistant.generate import (
     _figures,
     accept_standalone,
     accept_translation,
+    asked_part,
     expects_figure,
     is_refusal,
     looks_like_instruction,
@@ -329,6 +330,29 @@ def test_gate_refuses_without_calling_the_llm(mock_assistant):
     answer = assistant.ask("Quelles conditions d'éligibilité au dispositif PECAN pour la télésurveillance ?")
     assert answer.refused and "PECAN" in answer.refusal_reason
     assert llm.history == []  # nothing was queued: a call would have failed
+
+
+def test_the_users_own_situation_told_before_the_question_is_not_required_of_the_corpus(mock_assistant):
+    assistant, llm = mock_assistant
+    llm.enqueue("Une croissance de l'ordre de 160 % est attendue entre 2019 et 2023 [1].")
+    answer = assistant.ask(f"Je suis DSI d'un CHU et nous levons 13 M€ : {GROWTH_Q[0].lower()}{GROWTH_Q[1:]}")
+    assert not answer.refused and "160" in answer.text and len(llm.history) == 1
+    # the same acronym inside what is asked still has to be in the passages
+    refused = assistant.ask("Quelle croissance du marché de l'e-santé le DSI attend-il entre 2019 et 2023 ?")
+    assert refused.refused and "DSI" in refused.refusal_reason and len(llm.history) == 1
+
+
+@pytest.mark.parametrize(
+    ("question", "asked"),
+    [
+        ("Je suis DPO : le RGPD est-il vu comme un atout ?", "le RGPD est-il vu comme un atout ?"),
+        ("Notre start-up vend du 4P. Quels sont les cinq P ?", "Quels sont les cinq P ?"),
+        ("Question 5 : pourquoi ?", "Question 5 : pourquoi ?"),  # too short after the colon to be the question
+        ("Quel est le budget du PEPR", "Quel est le budget du PEPR"),
+    ],
+)
+def test_asked_part_leaves_out_the_context_told_before_the_question(question, asked):
+    assert asked_part(question) == asked
 
 
 def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
