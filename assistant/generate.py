@@ -395,17 +395,17 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def asked_part(question: str) -> str:
-    """The part of a question that asks, without the user's situation told before it: the last
-    sentence holding a question mark and, within it, what follows a colon when that is itself a
-    question of four words or more ("Je suis DPO d'une start-up : le RGPD est-il perçu comme un
-    atout ?" asks about the RGPD). A question without a question mark is returned whole."""
+    """The part of a question that asks, without the user's situation told before it: its
+    sentences holding a question mark, each without what precedes a colon when what follows is
+    itself a question of four words or more ("Je suis DPO d'une start-up : le RGPD est-il perçu
+    comme un atout ?" asks about the RGPD). A question without a question mark is returned whole."""
     question = question.strip()
-    asking = [sentence for sentence in _SENTENCE_END.split(question) if "?" in sentence]
-    part = asking[-1] if asking else question
-    _context, colon, after = part.partition(":")
-    if colon and "?" in after and len(after.split()) >= 4:
-        part = after
-    return part.strip()
+    asking = [sentence for sentence in _SENTENCE_END.split(question) if "?" in sentence] or [question]
+    parts = []
+    for sentence in asking:
+        _context, colon, after = sentence.partition(":")
+        parts.append(after.strip() if colon and "?" in after and len(after.split()) >= 4 else sentence)
+    return " ".join(parts)
 
 
 def _standalone_numbers(text: str) -> set[str]:

@@ -349,6 +349,7 @@ def test_the_users_own_situation_told_before_the_question_is_not_required_of_the
         ("Notre start-up vend du 4P. Quels sont les cinq P ?", "Quels sont les cinq P ?"),
         ("Question 5 : pourquoi ?", "Question 5 : pourquoi ?"),  # too short after the colon to be the question
         ("Quel est le budget du PEPR", "Quel est le budget du PEPR"),
+        ("C'est quoi PECAN ? Qui y a droit ?", "C'est quoi PECAN ? Qui y a droit ?"),  # every question counts
     ],
 )
 def test_asked_part_leaves_out_the_context_told_before_the_question(question, asked):
