@@ -391,16 +391,14 @@ _DATE = re.compile(
 )
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
 def asked_part(question: str) -> str:
     """The part of a question that asks, without the user's situation told before it: its
     sentences holding a question mark, each without what precedes a colon when what follows is
     itself a question of four words or more ("Je suis DPO d'une start-up : le RGPD est-il perçu
     comme un atout ?" asks about the RGPD). A question without a question mark is returned whole."""
     question = question.strip()
-    asking = [sentence for sentence in _SENTENCE_END.split(question) if "?" in sentence] or [question]
+    sentences = [question[start:end] for start, end in sentence_spans(question)]
+    asking = [sentence for sentence in sentences if "?" in sentence] or [question]
     parts = []
     for sentence in asking:
         _context, colon, after = sentence.partition(":")
