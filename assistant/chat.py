@@ -50,7 +50,7 @@ from assistant.index import Index
 from assistant.lexical import detect_language, raw_tokens
 from assistant.llm import ChatLLM, Message, WeighsRefusal, build_llm
 from assistant.retrieve import HybridRetriever
-from assistant.schema import Answer, Citation, ScoredChunk, Timings
+from assistant.schema import Answer, Citation, Reading, ScoredChunk, Timings
 from assistant.settings import Settings
 
 TokenCallback = Callable[[str], None]
@@ -85,6 +85,7 @@ class Turn:
     k: int
     doc_id: str | None = None
     on_token: TokenCallback | None = None
+    on_reading: Callable[[Reading], None] | None = None
     lang: str = "fr"
     asked: str = ""  # the user's words as typed (cleaned)
     standalone: str = ""
@@ -298,8 +299,10 @@ class Assistant:
         backend: str | None = None,
         k: int | None = None,
         on_token: TokenCallback | None = None,
+        on_reading: Callable[[Reading], None] | None = None,
     ) -> Answer:
-        """Answer one question (appended to ``conversation`` when given)."""
+        """Answer one question (appended to ``conversation`` when given); ``on_reading`` is told
+        the passages chosen, before the model reads them, ``on_token`` each token it writes."""
         conversation = conversation if conversation is not None else Conversation()
         turn = Turn(
             question=question,
@@ -309,6 +312,7 @@ class Assistant:
             k=k or self.settings.top_k,
             doc_id=doc_id or None,
             on_token=on_token,
+            on_reading=on_reading,
         )
         result: Turn = self.chain.invoke(turn)
         assert result.answer is not None
@@ -317,8 +321,9 @@ class Assistant:
 
     def stream(
         self, question: str, conversation: Conversation | None = None, **options: object
-    ) -> Iterator[str | Answer]:
-        """Yield text tokens as they are generated, then the final ``Answer`` (citations resolved)."""
+    ) -> Iterator[str | Reading | Answer]:
+        """Yield the passages chosen (``Reading``, when there are any), the text tokens as they
+        are generated, then the final ``Answer`` (citations resolved)."""
         events: queue.Queue[object] = queue.Queue()
         done = object()
         cancelled = threading.Event()
@@ -328,9 +333,15 @@ class Assistant:
                 raise GenerationCancelledError
             events.put(token)
 
+        def on_reading(reading: Reading) -> None:
+            if cancelled.is_set():
+                raise GenerationCancelledError
+            events.put(reading)
+
         def run() -> None:
             try:
-                events.put(self.ask(question, conversation, on_token=on_token, **options))  # type: ignore[arg-type]
+                answer = self.ask(question, conversation, on_token=on_token, on_reading=on_reading, **options)  # type: ignore[arg-type]
+                events.put(answer)
             except GenerationCancelledError:
                 pass
             except BaseException as exc:  # handed to the caller's thread
@@ -427,6 +438,9 @@ class Assistant:
             question, lang = (turn.french, "fr") if turn.french else (turn.question, turn.lang)
             turn.sources = self.grounder.select_sources(question, turn.hits, max_sources, lang)
         turn.retrieval_seconds = time.perf_counter() - turn.started
+        if turn.sources and turn.on_reading:
+            interpreted = turn.question if turn.question != turn.asked else ""
+            turn.on_reading(Reading([s.citation for s in turn.sources], interpreted))
         return turn
 
     def _generate(self, turn: Turn) -> Turn:

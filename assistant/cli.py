@@ -143,7 +143,7 @@ def _print_sources(answer) -> None:
 
 def _answer(assistant, question: str, conversation, args: argparse.Namespace) -> int:
     """Stream one answer (raw tokens, dim), then the checked, cited text and its sources."""
-    from assistant.schema import Answer
+    from assistant.schema import Answer, Reading
 
     options = {"doc_id": args.doc, "backend": args.backend, "k": args.k}
     if args.json:
@@ -152,10 +152,16 @@ def _answer(assistant, question: str, conversation, args: argparse.Namespace) ->
         return 0
     answer = None
     streamed = False
+    generates = (args.backend or assistant.settings.backend) != "extractive"
     for event in assistant.stream(question, conversation, **options):
         if isinstance(event, Answer):
             answer = event
-        elif answer is None and (args.backend or assistant.settings.backend) != "extractive":
+        elif isinstance(event, Reading):
+            if generates:  # the model reads for seconds: say what
+                console.print(f"[dim]Le modèle lit {len(event.sources)} passage(s) :[/dim]")
+                for c in event.sources:
+                    out.print(f"  [{c.n}] {c.chunk.location}", style="dim", markup=False, highlight=False)
+        elif answer is None and generates:
             if not streamed:
                 console.print("[dim]Brouillon du modèle (vérifié ensuite) :[/dim]")
                 streamed = True

@@ -313,8 +313,10 @@ def test_local_model_streams_a_cited_answer(page: Page, running_app: RunningApp)
     page.get_by_text("Options avancées").click()
     page.locator("#asd-backend").get_by_text("Modèle local").click()
     _ask(page, "Quelle croissance du marché de l'e-santé est attendue entre 2019 et 2023 ?")
-    streaming = _last_bot_message(page).locator(".asd-streaming")
-    expect(streaming).to_have_text(re.compile(r"\w{3,}"), timeout=LOCAL_TIMEOUT_MS)  # tokens as they come
+    # while the model reads its prompt, the passages it reads are listed; then its tokens come
+    expect(_last_bot_message(page).locator(".asd-reading")).to_contain_text("[1]", timeout=LOCAL_TIMEOUT_MS)
+    draft = _last_bot_message(page).locator(".asd-streaming .asd-draft")
+    expect(draft).to_have_text(re.compile(r"\w{3,}"), timeout=LOCAL_TIMEOUT_MS)  # tokens as they come
     _wait_for_answer(page, timeout=LOCAL_TIMEOUT_MS)
     message = _last_bot_message(page)
     expect(message.locator(".asd-answer")).to_contain_text("160")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from assistant.schema import Answer, Chunk, Citation
-from ui.app import answer_html
+from assistant.schema import Answer, Chunk, Citation, Reading
+from ui.app import answer_html, streaming_html
 
 CHUNK = Chunk("c1", "doc", "Consultation", "Constat", "Une croissance de l'ordre de 160 % est attendue.", 0, 48)
 NOTE = "extraits cités tels quels"
@@ -46,3 +46,17 @@ def test_the_question_as_understood_is_shown_only_when_it_differs() -> None:
     refusal = _answer("refused", refused=True)
     refusal.interpreted_question = "Combien de personnes ont répondu ?"  # the instruction part left out
     assert "Question comprise : Combien de personnes ont répondu ?" in answer_html(refusal, turn=0)
+
+
+def test_the_passages_being_read_are_shown_before_the_first_token() -> None:
+    searching = streaming_html("")
+    assert "Recherche dans les documents" in searching and "asd-reading" not in searching
+    deep = Chunk("c2", "doc", "Rapport <GT>", "Résultats > Question 13 : COVID", "La crise…", 0, 9, page=12)
+    reading = Reading([Citation(1, CHUNK, CHUNK.text), Citation(2, deep, deep.text)], "Quelle croissance ?")
+    waiting = streaming_html("", reading)
+    assert "Lecture des passages" in waiting and "asd-draft" not in waiting
+    assert "[1] Consultation — Constat" in waiting
+    assert "[2] Rapport &lt;GT&gt; — Question 13 : COVID, p. 12" in waiting  # deepest heading, escaped
+    assert "Question comprise : Quelle croissance ?" in waiting
+    writing = streaming_html("Une croissance <b>", reading)
+    assert '<span class="asd-draft">Une croissance ' in writing and "<b>" not in writing and "[2] Rapport" in writing

@@ -40,7 +40,7 @@ import gradio as gr
 from assistant.chat import Assistant, Conversation
 from assistant.errors import BackendUnavailableError, UserFacingError
 from assistant.index import DocumentInfo, SyncReport
-from assistant.schema import Answer, Citation
+from assistant.schema import Answer, Citation, Reading
 from assistant.settings import Settings
 
 log = logging.getLogger("assistant.ui")
@@ -134,6 +134,8 @@ CSS = """
 .asd-error { border-left: 4px solid #ce0500; background: #fff0f0; color: #6b0000; padding: 10px 12px; border-radius: 8px; }
 .asd-wait { border-left: 4px solid #000091; background: #f0f0ff; color: #000060; padding: 10px 12px; border-radius: 8px; }
 .asd-streaming { white-space: pre-wrap; }
+.asd-reading { font-size: .85rem; color: var(--body-text-color-subdued); margin-bottom: 6px; }
+.asd-reading ul { margin: 2px 0 0 0; padding-left: 1.2em; }
 .asd-thinking { color: var(--body-text-color-subdued); font-style: italic; }
 .asd-cursor { display: inline-block; width: 7px; height: 1em; background: #000091; vertical-align: -2px;
   animation: asd-blink 1s steps(2) infinite; margin-left: 2px; }
@@ -333,13 +335,38 @@ def interpreted_html(answer: Answer) -> str:
     return f'<div class="asd-interpreted">Question comprise : {html.escape(answer.interpreted_question)}</div>'
 
 
-def streaming_html(text: str) -> str:
-    """Tokens as they arrive (raw model output, escaped), with a blinking cursor."""
+def reading_html(reading: Reading | None) -> str:
+    """The passages the model is reading, shown while it reads them (~10 s on 2 cores): which
+    documents and sections the answer will draw on, before any token arrives."""
+    if reading is None or not reading.sources:
+        return ""
+    items = "".join(
+        f"<li>[{c.n}] {html.escape(_shorten(c.chunk.title, 70))} — "
+        f"{html.escape(_shorten(c.chunk.section.split(' > ')[-1] or c.chunk.section, 90))}"
+        f"{f', p. {c.chunk.page}' if c.chunk.page is not None else ''}</li>"
+        for c in reading.sources
+    )
+    understood = (
+        f'<div class="asd-interpreted">Question comprise : {html.escape(reading.interpreted_question)}</div>'
+        if reading.interpreted_question
+        else ""
+    )
+    count = len(reading.sources)
+    return (
+        f'<div class="asd-reading">{understood}Passage{"s" if count > 1 else ""} lu{"s" if count > 1 else ""} '
+        f"pour répondre :<ul>{items}</ul></div>"
+    )
+
+
+def streaming_html(text: str, reading: Reading | None = None) -> str:
+    """Tokens as they arrive (raw model output, escaped), with a blinking cursor, under the
+    passages being read once they are chosen."""
     if not text.strip():  # the model is still reading the passages: say so rather than show a void
-        text_html = '<span class="asd-thinking">Recherche dans les documents et rédaction de la réponse…</span>'
+        waiting = "Lecture des passages et rédaction de la réponse…" if reading else "Recherche dans les documents…"
+        text_html = f'<span class="asd-thinking">{waiting}</span>'
     else:
-        text_html = plain_text(text)
-    return f'<div class="asd-streaming">{text_html}<span class="asd-cursor"></span></div>'
+        text_html = f'<span class="asd-draft">{plain_text(text)}</span>'
+    return f'{reading_html(reading)}<div class="asd-streaming">{text_html}<span class="asd-cursor"></span></div>'
 
 
 def notice_html(message: str, kind: str = "wait") -> str:
@@ -818,12 +845,16 @@ class WebApp:
     def _stream(self, question: str, conversation: Conversation, options: ChatOptions) -> Iterator[str]:
         yield streaming_html("")
         text = ""
+        reading: Reading | None = None
         for event in self.assistant.stream(
             question, conversation, doc_id=options.doc_id, backend=options.backend, k=options.k
         ):
-            if isinstance(event, str):
+            if isinstance(event, Reading):
+                reading = event
+                yield streaming_html(text, reading)
+            elif isinstance(event, str):
                 text += event
-                yield streaming_html(text)
+                yield streaming_html(text, reading)
 
     def unlock(self) -> tuple[Any, Any, Any]:
         return gr.update(interactive=True), gr.update(interactive=True), gr.update(interactive=True)
