@@ -252,16 +252,27 @@ def accept_translation(translation: str, question: str) -> bool:
 
 
 def source_label(chunk: Chunk) -> str:
-    """The chunk's deepest heading, as shown to the model, preceded by its parent heading when
-    that one carries a date (a workshop's "… 9 JUILLET 2020"), which the chunk's
-    sentences often leave out. Every heading costs prompt tokens, hence not the whole path."""
+    """The chunk's deepest heading, as shown to the model (and to the user while it reads),
+    preceded by its parent heading when that one carries a date (a workshop's "… 9 JUILLET
+    2020"), which the chunk's sentences often leave out, or when the deepest heading says
+    nothing on its own: a note in parentheses ("(Pour mémoire : libellé des regroupements de
+    verbatim)", under each survey question) or one of two words ("Côté offre", "Contexte").
+    Every heading costs prompt tokens, hence not the whole path."""
     path = [part for part in chunk.section.split(" > ") if part]
     if not path:
         return chunk.title
     label = path[-1]
-    if len(path) > 1 and _DATE.search(path[-2]):
-        label = f"{path[-2]} > {label}"
-    return label[-160:]
+    if len(path) > 1 and (_DATE.search(path[-2]) or _says_little(label)):
+        parent = path[-2] if len(path[-2]) <= 100 else path[-2][:99].rstrip() + "…"
+        label = f"{parent} > {label}"
+    return label[-200:]
+
+
+def _says_little(heading: str) -> bool:
+    """A heading that does not name its topic: a note in parentheses, or two words at most
+    once its numbering is left out ("Contexte", "2. Résultats")."""
+    bare = re.sub(r"^[\W\d_]*(?:\d+\.)*\s*", "", heading.strip(" *_#")).strip()
+    return heading.strip(" *_#").startswith("(") or len(bare.split()) <= 2
 
 
 def build_messages(

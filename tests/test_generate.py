@@ -20,6 +20,7 @@ from assistant.generate import (
     expects_figure,
     is_refusal,
     looks_like_instruction,
+    source_label,
     strip_instructions,
 )
 from assistant.lexical import detect_language, specific_terms
@@ -835,3 +836,32 @@ def test_the_model_sees_the_request_without_the_instruction(mock_assistant):
     assert "sans citer" not in prompt and GROWTH_Q in prompt
     assert not answer.refused and answer.citations and "160 %" in answer.citations[0].snippet
     assert answer.interpreted_question == GROWTH_Q  # the user sees what was answered
+
+
+@pytest.mark.parametrize(
+    ("section", "label"),
+    [
+        # a note in parentheses, or a heading of two words, is labelled with its parent
+        (
+            "Résultats > Question 13 : impacts de la crise COVID > (Pour mémoire : libellé des regroupements)",
+            "Question 13 : impacts de la crise COVID > (Pour mémoire : libellé des regroupements)",
+        ),
+        (
+            "Question 3 : Facteurs freinant la logique de marché > Côté offre",
+            "Question 3 : Facteurs freinant la logique de marché > Côté offre",
+        ),
+        ("Rapport > 2. Résultats > 2.1. Panel", "2. Résultats > 2.1. Panel"),
+        # a heading that names its topic stands alone, unless its parent holds a date
+        ("Rapport > Question 10 : Faut-il structurer la filière ?", "Question 10 : Faut-il structurer la filière ?"),
+        (
+            "ATELIER « IA » 9 JUILLET 2020 > Des modèles économiques restant à élaborer",
+            "ATELIER « IA » 9 JUILLET 2020 > Des modèles économiques restant à élaborer",
+        ),
+        ("Contexte", "Contexte"),  # no parent to add
+    ],
+)
+def test_source_label_adds_the_parent_heading_only_where_the_deepest_says_little(section, label):
+    chunk = Chunk("c", "doc", "Titre", section, "Texte.", 0, 6)
+    assert source_label(chunk) == label
+    long_parent = Chunk("c", "doc", "Titre", f"{'Question 18 : obstacles ' * 10} > (Pour mémoire)", "Texte.", 0, 6)
+    assert source_label(long_parent).endswith("… > (Pour mémoire)") and len(source_label(long_parent)) < 120

@@ -39,6 +39,7 @@ import gradio as gr
 
 from assistant.chat import Assistant, Conversation
 from assistant.errors import BackendUnavailableError, UserFacingError
+from assistant.generate import source_label
 from assistant.index import DocumentInfo, SyncReport
 from assistant.schema import Answer, Citation, Reading
 from assistant.settings import Settings
@@ -341,8 +342,8 @@ def reading_html(reading: Reading | None) -> str:
     if reading is None or not reading.sources:
         return ""
     items = "".join(
-        f"<li>[{c.n}] {html.escape(_shorten(c.chunk.title, 70))} — "
-        f"{html.escape(_shorten(c.chunk.section.split(' > ')[-1] or c.chunk.section, 90))}"
+        f"<li>[{c.n}] {html.escape(_shorten(c.chunk.title, 70))}"
+        f"{' — ' + html.escape(_shorten(source_label(c.chunk), 120)) if c.chunk.section else ''}"
         f"{f', p. {c.chunk.page}' if c.chunk.page is not None else ''}</li>"
         for c in reading.sources
     )
