@@ -865,3 +865,15 @@ def test_source_label_adds_the_parent_heading_only_where_the_deepest_says_little
     assert source_label(chunk) == label
     long_parent = Chunk("c", "doc", "Titre", f"{'Question 18 : obstacles ' * 10} > (Pour mémoire)", "Texte.", 0, 6)
     assert source_label(long_parent).endswith("… > (Pour mémoire)") and len(source_label(long_parent)) < 120
+
+
+def test_a_refusal_names_the_closest_sections_by_headings_that_say_what_they_are(mock_assistant):
+    assistant, _llm = mock_assistant
+    from assistant.chat import Turn
+    from assistant.schema import ScoredChunk
+
+    note = Chunk("n", "doc", "Rapport", "Résultats > Question 13 : impacts de la crise > (Pour mémoire)", "…", 0, 1)
+    topic = Chunk("t", "doc", "Rapport", "Résultats > Question 10 : Faut-il structurer la filière ?", "…", 0, 1)
+    turn = Turn("Quel tarif ?", [], [], "local", 5, hits=[ScoredChunk(note, 1.0), ScoredChunk(topic, 0.9)])
+    text = assistant.refusal_text(turn)
+    assert "Question 13 : impacts de la crise > (Pour mémoire) ; Question 10 : Faut-il structurer la filière ?" in text
