@@ -698,6 +698,7 @@ class Grounder:
         question_terms = set(self.key_terms(question)) if lang == "fr" else set()
         kept: list[str] = []
         kept_plain: list[str] = []  # the same sentences without their [n]
+        kept_from: list[SourceSentence] = []  # the source sentence each one is cited from
         cited: dict[int, str] = {}
         dropped: list[str] = []
         anchors: list[SourceSentence] = []
@@ -747,10 +748,16 @@ class Grounder:
                     if support[j] >= support[best] - 0.05 and self._supported(float(lexical[j]), float(dense[j]), lang):
                         chosen = bank[j]
                         break
-            n = chosen.source + 1
-            cited.setdefault(n, chosen.text)
-            kept.append(_with_citation(sentence, n))
+            kept.append(_with_citation(sentence, chosen.source + 1))
             kept_plain.append(sentence)
+            kept_from.append(chosen)
+        while kept_plain and re.search(r":\s*\.*$", kept_plain[-1].rstrip()):
+            # a lead-in whose items were all dropped ("Les principales limites … sont :") states nothing
+            dropped.append(kept_plain.pop())
+            kept.pop()
+            kept_from.pop()
+        for chosen in kept_from:
+            cited.setdefault(chosen.source + 1, chosen.text)
         if wants_figure and kept:
             asked = _figures(question)
             if not any(_adds_figure(k, asked) for k in kept_plain):

@@ -122,6 +122,21 @@ def test_a_sentence_that_pins_a_real_figure_on_a_word_of_the_question_absent_fro
     assert grounder.attribute(right, sources, "fr", GROWTH_Q).text
 
 
+def test_a_lead_in_left_without_its_items_is_dropped(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+    growth = "Une croissance de l'ordre de 160 % est attendue entre 2019 et 2023 [1]."
+    lead_in = "Face au développement des services numériques, la France doit faire face aux enjeux suivants :"
+    # the model's items were unsupported and dropped: the lead-in alone would state nothing
+    attributed = grounder.attribute(f"{growth} {lead_in} [1].", sources, "fr", GROWTH_Q)
+    assert "160 %" in attributed.text and "enjeux suivants" not in attributed.text
+    assert any("enjeux suivants" in d for d in attributed.dropped)
+    assert grounder.attribute(f"{lead_in} [1].", sources, "fr", GROWTH_Q).text == ""
+    # a lead-in followed by a kept sentence stays
+    assert "160 %" in grounder.attribute(f"{lead_in} {growth}", sources, "fr", GROWTH_Q).text
+
+
 def test_each_source_snippet_keeps_to_the_size_of_its_position(mock_assistant):
     assistant, _ = mock_assistant
     hits = assistant.retriever.retrieve(GROWTH_Q)
