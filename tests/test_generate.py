@@ -60,6 +60,14 @@ def translating_assistant(corpus_index):
 GROWTH_Q = "Quelle croissance du marché mondial de l'e-santé est attendue entre 2019 et 2023 ?"
 
 
+@pytest.fixture
+def growth_sources(mock_assistant):
+    """The grounder and the 3 sources an LLM is given for GROWTH_Q."""
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    return grounder, grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+
+
 def _source_number(answer: Answer, needle: str) -> int:
     return next(s.n for s in answer.sources if needle in s.chunk.text)
 
@@ -107,12 +115,10 @@ def test_unsupported_sentence_is_dropped_and_invented_figure_rejected(mock_assis
 
 
 def test_a_sentence_that_pins_a_real_figure_on_a_word_of_the_question_absent_from_its_source_is_dropped(
-    mock_assistant,
+    growth_sources,
 ):
-    assistant, _ = mock_assistant
-    grounder = assistant.grounder
+    grounder, sources = growth_sources
     # 160 % is in the sources, as a market growth; no source speaks of a "budget" for the strategy
-    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
     question = "Quel budget l'État a-t-il alloué à la stratégie d'accélération Santé numérique ?"
     wrong = "Le budget alloué à la stratégie d'accélération est de 160 % [1]."
     attributed = grounder.attribute(wrong, sources, "fr", question)
@@ -122,10 +128,8 @@ def test_a_sentence_that_pins_a_real_figure_on_a_word_of_the_question_absent_fro
     assert grounder.attribute(right, sources, "fr", GROWTH_Q).text
 
 
-def test_a_lead_in_left_without_its_items_is_dropped(mock_assistant):
-    assistant, _ = mock_assistant
-    grounder = assistant.grounder
-    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+def test_a_lead_in_left_without_its_items_is_dropped(growth_sources):
+    grounder, sources = growth_sources
     growth = "Une croissance de l'ordre de 160 % est attendue entre 2019 et 2023 [1]."
     lead_in = "Face au développement des services numériques, la France doit faire face aux enjeux suivants :"
     # the model's items were unsupported and dropped: the lead-in alone would state nothing
@@ -166,10 +170,8 @@ def test_snippet_sizes_must_be_positive(mock_assistant, sizes):
         Grounder(assistant.index.embedder, assistant.index.state.lexical, snippet_chars=sizes)
 
 
-def test_a_figure_question_answered_without_a_figure_is_not_an_answer(mock_assistant):
-    assistant, _ = mock_assistant
-    grounder = assistant.grounder
-    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+def test_a_figure_question_answered_without_a_figure_is_not_an_answer(growth_sources):
+    grounder, sources = growth_sources
     question = "Et quelle sera sa valeur en 2023 ?"
     true_but_beside = "La transformation numérique du secteur de la santé est en pleine accélération [1]."
     assert grounder.attribute(true_but_beside, sources, "fr", question).text  # supported by its source…
@@ -534,19 +536,15 @@ def test_a_quote_never_comes_from_a_passage_without_the_year_the_question_names(
     assert grounder.extract("Qui a remplacé Robert Picard comme co-animateur en 2022 ?", [source]).text == ""
 
 
-def test_an_answer_that_asks_a_question_states_nothing(mock_assistant):
-    assistant, _ = mock_assistant
-    grounder = assistant.grounder
-    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+def test_an_answer_that_asks_a_question_states_nothing(growth_sources):
+    grounder, sources = growth_sources
     echoed = "Le marché de l'e-santé va-t-il croître de 160 % entre 2019 et 2023 [1] ? Selon quelles sources [1] ?"
     attributed = grounder.attribute(echoed, sources, "fr", "Que dit la consultation du marché mondial ?")
     assert attributed.text == "" and len(attributed.dropped) == 2
 
 
-def test_a_bare_figure_answers_only_a_question_that_asks_for_one(mock_assistant):
-    assistant, _ = mock_assistant
-    grounder = assistant.grounder
-    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+def test_a_bare_figure_answers_only_a_question_that_asks_for_one(growth_sources):
+    grounder, sources = growth_sources
     n = next(s.citation.n for s in sources if "160 %" in s.citation.chunk.text)
     steps = grounder.attribute(f"160 % [{n}].", sources, "fr", "Quelles étapes la consultation propose-t-elle ?")
     assert steps.text == "" and steps.dropped == ["160 %."]
