@@ -609,7 +609,9 @@ class Assistant:
             if turn.lang == "en":
                 return f"{RULES_REFUSAL_EN} I answer questions on the documents, citing them: {titles}."
             return f"{RULES_REFUSAL_FR} Je réponds aux questions sur les documents, en les citant : {titles}."
-        near = list(dict.fromkeys(source_label(h.chunk) for h in turn.hits[:3] if h.chunk.section))
+        near = list(
+            dict.fromkeys(source_label(h.chunk, name_bare_headings=True) for h in turn.hits[:3] if h.chunk.section)
+        )
         if turn.lang == "en":
             text = f"{REFUSAL_SENTINEL_EN} I cannot answer this from the documents, which cover: {titles}."
             if near:

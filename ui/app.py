@@ -343,7 +343,7 @@ def reading_html(reading: Reading | None) -> str:
         return ""
     items = "".join(
         f"<li>[{c.n}] {html.escape(_shorten(c.chunk.title, 70))}"
-        f"{' — ' + html.escape(_shorten(source_label(c.chunk), 120)) if c.chunk.section else ''}"
+        f"{' — ' + html.escape(_shorten(source_label(c.chunk, name_bare_headings=True), 120)) if c.chunk.section else ''}"
         f"{f', p. {c.chunk.page}' if c.chunk.page is not None else ''}</li>"
         for c in reading.sources
     )
