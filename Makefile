@@ -42,6 +42,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout8.jsonl --backend extractive --out eval/results/heldout8-extractive
 	$(BIN)/assistant eval eval/heldout9.jsonl --backend local --out eval/results/heldout9-local
 	$(BIN)/assistant eval eval/heldout9.jsonl --backend extractive --out eval/results/heldout9-extractive
+	$(BIN)/assistant eval eval/heldout10.jsonl --backend local --out eval/results/heldout10-local
+	$(BIN)/assistant eval eval/heldout10.jsonl --backend extractive --out eval/results/heldout10-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py

@@ -474,6 +474,20 @@ class Assistant:
                 return turn
         plain = partial(llm.stream, messages, max_tokens=max_tokens, stop=stop)
         turn.raw_answer = self._complete(turn.backend, plain, on_token).strip()
+        opening = re.split(r"(?<=[.!?])\s", turn.raw_answer, maxsplit=1)[0]
+        if isinstance(llm, WeighsRefusal) and self.settings.refuse_at <= 1.0 and is_refusal(opening):
+            # a refusal the weighing did not foresee: a paraphrase ("Le rapport ne contient pas cette
+            # information."), or the taught one reached although weighed unlikely (decoding's repeat
+            # penalty steers greedy decoding off the prompt's own words). It is weighed the same way,
+            # with the taught ones: unless that likely, the likeliest reply opening with none of them
+            openings = tuple(dict.fromkeys((*_REFUSAL_OPENINGS, opening)))
+            weight = self._call(turn.backend, lambda: llm.weigh_refusal(messages, openings))
+            turn.refusal_probability = round(weight.probability, 4)
+            if weight.probability < self.settings.refuse_at:
+                turn.overruled_refusal = True
+                on_token("\n")  # the draft goes on with the reply that replaces the refusal
+                avoiding = partial(llm.stream_avoiding, messages, openings, max_tokens=max_tokens, stop=stop)
+                turn.raw_answer = self._complete(turn.backend, avoiding, on_token).strip()
         return turn
 
     def _short_call(self, backend: str, messages: list[Message]) -> str:

@@ -333,6 +333,28 @@ def test_a_refusal_that_is_not_the_likeliest_opening_changes_nothing(weighing_as
     assert not llm.avoiding and len(llm.history) == 1 and not answer.refused
 
 
+def test_a_refusal_in_unforeseen_words_is_weighed_like_the_taught_one(weighing_assistant):
+    assistant, llm = weighing_assistant
+    growth = "Une croissance de l'ordre de 160 % du marché de l'e-santé est attendue entre 2019 et 2023 [1]."
+    paraphrase = "Le rapport ne contient pas cette information."
+    # weighed unlikely, the model still refuses in other words: that refusal is weighed too, and
+    # unlikely as well, it gives way to the likeliest reply opening with neither refusal
+    llm.enqueue_weight(0.03, preferred=False).enqueue_weight(0.1, preferred=True)
+    llm.enqueue(paraphrase, growth)
+    answer = assistant.ask(GROWTH_Q)
+    assert len(llm.weighed) == 2 and paraphrase in llm.avoiding[-1] and "Le corpus" in llm.avoiding[-1][0]
+    assert not answer.refused and "160 %" in answer.text and answer.refusal_probability == 0.1
+    # likely enough, it stands (on a question whose answer no source sentence holds)
+    llm.enqueue_weight(0.03, preferred=False).enqueue_weight(0.55, preferred=True)
+    llm.enqueue(paraphrase)
+    refused = assistant.ask(G_NIUS_Q)
+    assert refused.refused and refused.refusal_probability == 0.55 and len(llm.avoiding) == 1
+    # an answer that refuses nothing is not weighed again
+    llm.enqueue_weight(0.03, preferred=False)
+    llm.enqueue(growth)
+    assert not assistant.ask(GROWTH_Q).refused and len(llm.weighed) == 5
+
+
 def test_weighing_the_refusal_can_be_switched_off(weighing_assistant):
     assistant, llm = weighing_assistant
     plain = Assistant(
