@@ -457,10 +457,10 @@ class Assistant:
             if turn.on_token:
                 turn.on_token(token)
 
-        stop = ["\nQUESTION", "SOURCES :"]
-        max_tokens = self.settings.max_answer_tokens
         llm = self.llm(turn.backend)
-        if isinstance(llm, WeighsRefusal) and self.settings.refuse_at <= 1.0:
+        weighs = isinstance(llm, WeighsRefusal) and self.settings.refuse_at <= 1.0
+        avoided: tuple[str, ...] = ()  # the refusals the last reply was kept from opening with
+        if weighs:
             weight = self._call(turn.backend, lambda: llm.weigh_refusal(messages, _REFUSAL_OPENINGS))
             turn.refusal_probability = round(weight.probability, 4)
             if weight.preferred and weight.probability >= self.settings.refuse_at:
@@ -469,26 +469,37 @@ class Assistant:
                 return turn
             if weight.preferred:  # the refusal was only the likeliest opening: take the likeliest answer
                 turn.overruled_refusal = True
-                avoiding = partial(llm.stream_avoiding, messages, _REFUSAL_OPENINGS, max_tokens=max_tokens, stop=stop)
-                turn.raw_answer = self._complete(turn.backend, avoiding, on_token).strip()
-                return turn
-        plain = partial(llm.stream, messages, max_tokens=max_tokens, stop=stop)
-        turn.raw_answer = self._complete(turn.backend, plain, on_token).strip()
-        opening = re.split(r"(?<=[.!?])\s", turn.raw_answer, maxsplit=1)[0]
-        if isinstance(llm, WeighsRefusal) and self.settings.refuse_at <= 1.0 and is_refusal(opening):
+                avoided = _REFUSAL_OPENINGS
+        self._reply(turn, llm, messages, avoided, on_token)
+        for _ in range(2):
             # a refusal the weighing did not foresee: a paraphrase ("Le rapport ne contient pas cette
             # information."), or the taught one reached although weighed unlikely (decoding's repeat
-            # penalty steers greedy decoding off the prompt's own words). It is weighed the same way,
-            # with the taught ones: unless that likely, the likeliest reply opening with none of them
-            openings = tuple(dict.fromkeys((*_REFUSAL_OPENINGS, opening)))
-            weight = self._call(turn.backend, lambda: llm.weigh_refusal(messages, openings))
+            # penalty steers greedy decoding off the prompt's own words). It is weighed with the ones
+            # already weighed: unless they are that likely together, the likeliest reply opening with none
+            opening = re.split(r"(?<=[.!?])\s", turn.raw_answer, maxsplit=1)[0]
+            if not weighs or not is_refusal(opening) or opening in avoided:
+                break
+            openings = tuple(dict.fromkeys((*_REFUSAL_OPENINGS, *avoided, opening)))
+            weight = self._call(turn.backend, lambda openings=openings: llm.weigh_refusal(messages, openings))
             turn.refusal_probability = round(weight.probability, 4)
-            if weight.probability < self.settings.refuse_at:
-                turn.overruled_refusal = True
-                on_token("\n")  # the draft goes on with the reply that replaces the refusal
-                avoiding = partial(llm.stream_avoiding, messages, openings, max_tokens=max_tokens, stop=stop)
-                turn.raw_answer = self._complete(turn.backend, avoiding, on_token).strip()
+            if weight.probability >= self.settings.refuse_at:
+                break
+            turn.overruled_refusal, avoided = True, openings
+            on_token("\n")  # the draft goes on with the reply that replaces the refusal
+            self._reply(turn, llm, messages, avoided, on_token)
         return turn
+
+    def _reply(
+        self, turn: Turn, llm: ChatLLM, messages: list[Message], avoided: tuple[str, ...], on_token: TokenCallback
+    ) -> None:
+        """The model's greedy reply, or its likeliest one that opens with none of ``avoided``."""
+        stop = ["\nQUESTION", "SOURCES :"]
+        max_tokens = self.settings.max_answer_tokens
+        if avoided and isinstance(llm, WeighsRefusal):
+            tokens = partial(llm.stream_avoiding, messages, avoided, max_tokens=max_tokens, stop=stop)
+        else:
+            tokens = partial(llm.stream, messages, max_tokens=max_tokens, stop=stop)
+        turn.raw_answer = self._complete(turn.backend, tokens, on_token).strip()
 
     def _short_call(self, backend: str, messages: list[Message]) -> str:
         """A one-line reply (translation, follow-up rewrite)."""

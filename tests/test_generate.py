@@ -353,6 +353,13 @@ def test_a_refusal_in_unforeseen_words_is_weighed_like_the_taught_one(weighing_a
     llm.enqueue_weight(0.03, preferred=False)
     llm.enqueue(growth)
     assert not assistant.ask(GROWTH_Q).refused and len(llm.weighed) == 5
+    # kept from the taught refusal, the model paraphrases it: weighed together, still unlikely
+    llm.enqueue_weight(0.3, preferred=True).enqueue_weight(0.35, preferred=True)
+    llm.enqueue(paraphrase, growth)
+    answer = assistant.ask(GROWTH_Q)
+    assert len(llm.weighed) == 7 and len(llm.avoiding) == 3 and llm.avoiding[1] == llm.avoiding[0][:2]
+    assert llm.avoiding[2] == (*llm.avoiding[1], paraphrase)
+    assert not answer.refused and "160 %" in answer.text and answer.refusal_probability == 0.35
 
 
 def test_weighing_the_refusal_can_be_switched_off(weighing_assistant):
