@@ -477,8 +477,8 @@ class Assistant:
             # penalty steers greedy decoding off the prompt's own words). It is weighed with the ones
             # already weighed: unless they are that likely together, the likeliest reply opening with none
             opening = re.split(r"(?<=[.!?])\s", turn.raw_answer, maxsplit=1)[0]
-            if not weighs or not is_refusal(opening) or opening in avoided:
-                break
+            if not weighs or not is_refusal(opening) or opening in avoided or len(turn.raw_answer) >= 200:
+                break  # a long reply that opens with a refusal is attributed like any answer (_finalize)
             openings = tuple(dict.fromkeys((*_REFUSAL_OPENINGS, *avoided, opening)))
             weight = self._call(turn.backend, lambda openings=openings: llm.weigh_refusal(messages, openings))
             turn.refusal_probability = round(weight.probability, 4)
