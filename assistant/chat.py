@@ -48,6 +48,7 @@ from assistant.generate import (
     strip_instructions,
 )
 from assistant.index import Index
+from assistant.ingest import sentence_spans
 from assistant.lexical import detect_language, raw_tokens
 from assistant.llm import ChatLLM, Message, WeighsRefusal, build_llm
 from assistant.retrieve import HybridRetriever
@@ -135,6 +136,7 @@ _REFERS_BACK = re.compile(
 
 _REFUSALS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN, RULES_REFUSAL_FR, RULES_REFUSAL_EN)
 _REFUSAL_OPENINGS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN)  # how the answer prompt teaches the model to refuse
+_REFUSAL_MAX_CHARS = 200  # a longer reply that says it cannot answer also states facts: it is attributed
 
 
 def refers_back(question: str) -> bool:
@@ -476,8 +478,14 @@ class Assistant:
             # information."), or the taught one reached although weighed unlikely (decoding's repeat
             # penalty steers greedy decoding off the prompt's own words). It is weighed with the ones
             # already weighed: unless they are that likely together, the likeliest reply opening with none
-            opening = re.split(r"(?<=[.!?])\s", turn.raw_answer, maxsplit=1)[0]
-            if not weighs or not is_refusal(opening) or opening in avoided or len(turn.raw_answer) >= 200:
+            spans = sentence_spans(turn.raw_answer)
+            opening = turn.raw_answer[spans[0][0] : spans[0][1]].strip() if spans else turn.raw_answer
+            if (
+                not weighs
+                or not is_refusal(opening)
+                or opening in avoided
+                or len(turn.raw_answer) >= _REFUSAL_MAX_CHARS
+            ):
                 break  # a long reply that opens with a refusal is attributed like any answer (_finalize)
             openings = tuple(dict.fromkeys((*_REFUSAL_OPENINGS, *avoided, opening)))
             weight = self._call(turn.backend, lambda openings=openings: llm.weigh_refusal(messages, openings))
@@ -556,7 +564,7 @@ class Assistant:
             if turn.on_token and result.text:
                 turn.on_token(result.text)
             refusal_reason = "aucune phrase des sources ne contient les termes ou le chiffre demandés"
-        elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < 200:
+        elif is_refusal(turn.raw_answer) and len(turn.raw_answer) < _REFUSAL_MAX_CHARS:
             refusal_reason = "le modèle juge que les sources ne répondent pas"
             if turn.refusal_probability is not None:
                 refusal_reason += f" (probabilité du refus : {turn.refusal_probability:.2f})"

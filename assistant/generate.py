@@ -280,8 +280,9 @@ def source_label(chunk: Chunk, *, name_bare_headings: bool = False) -> str:
 def _says_little(heading: str) -> bool:
     """A heading that does not name its topic: a note in parentheses, or two words at most
     once its numbering is left out ("Contexte", "2. Résultats")."""
-    bare = re.sub(r"^[\W\d_]*(?:\d+\.)*\s*", "", heading.strip(" *_#")).strip()
-    return heading.strip(" *_#").startswith("(") or len(bare.split()) <= 2
+    heading = heading.strip(" *_#")
+    bare = re.sub(r"^[\W\d_]*(?:\d+\.)*\s*", "", heading).strip()
+    return heading.startswith("(") or len(bare.split()) <= 2
 
 
 def build_messages(
@@ -705,10 +706,7 @@ class Grounder:
         question_stems = set(analyze(question))
         # the question's rare words; English ones never occur in the French sources
         question_terms = set(self.key_terms(question)) if lang == "fr" else set()
-        kept: list[str] = []
-        kept_plain: list[str] = []  # the same sentences without their [n]
-        kept_from: list[SourceSentence] = []  # the source sentence each one is cited from
-        cited: dict[int, str] = {}
+        kept: list[tuple[str, SourceSentence]] = []  # each answer sentence with the one it is cited from
         dropped: list[str] = []
         anchors: list[SourceSentence] = []
         for sentence, model_refs in _answer_sentences(answer):
@@ -757,21 +755,20 @@ class Grounder:
                     if support[j] >= support[best] - 0.05 and self._supported(float(lexical[j]), float(dense[j]), lang):
                         chosen = bank[j]
                         break
-            kept.append(_with_citation(sentence, chosen.source + 1))
-            kept_plain.append(sentence)
-            kept_from.append(chosen)
-        while kept_plain and re.search(r":\s*\.*$", kept_plain[-1].rstrip()):
+            kept.append((sentence, chosen))
+        while kept and re.search(r":\s*\.*$", kept[-1][0].rstrip()):
             # a lead-in whose items were all dropped ("Les principales limites … sont :") states nothing
-            dropped.append(kept_plain.pop())
-            kept.pop()
-            kept_from.pop()
-        for chosen in kept_from:
+            dropped.append(kept.pop()[0])
+        kept_plain = [sentence for sentence, _ in kept]
+        cited: dict[int, str] = {}
+        for _, chosen in kept:
             cited.setdefault(chosen.source + 1, chosen.text)
         if wants_figure and kept:
             asked = _figures(question)
             if not any(_adds_figure(k, asked) for k in kept_plain):
                 return AttributedAnswer("", {}, dropped + kept_plain, anchors)  # true, but not the figure asked for
-        return AttributedAnswer(unescape_markdown(" ".join(kept)), cited, dropped, anchors)
+        text = " ".join(_with_citation(sentence, chosen.source + 1) for sentence, chosen in kept)
+        return AttributedAnswer(unescape_markdown(text), cited, dropped, anchors)
 
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:
