@@ -786,6 +786,7 @@ class Grounder:
         wants_figure: bool | None = None,
         prefer: Sequence[SourceSentence] = (),
         reply_lang: str | None = None,
+        only_preferred: bool = False,
     ) -> AttributedAnswer:
         """Quote the source sentences closest to the question, each with its ``[n]``.
 
@@ -800,7 +801,8 @@ class Grounder:
         follow-up, ``question`` is the standalone form and ``wants_figure`` says whether the
         user's own words asked for a figure (an earlier "combien" must not carry over).
         ``prefer`` (the sentences a dropped model answer was read from) narrows the choice to
-        them when one passes the same filters: the model found the fact, the quote states it.
+        them when one passes the same filters: the model found the fact, the quote states it;
+        with ``only_preferred``, nothing else is quoted.
         ``reply_lang`` is the language of the quote's opener when it differs from ``lang``, the
         language ``question`` is written in (an English question searched in French).
         """
@@ -819,7 +821,7 @@ class Grounder:
             bank = [s for s in bank if not _is_label(s.text) or _numbers(s.text)]
         bank = [s for s in bank if self._quotable(sources[s.source], s)]  # last: it reads what follows
         preferred = [s for s in bank if any(s is p for p in prefer)]
-        bank = preferred or bank
+        bank = preferred or ([] if only_preferred else bank)
         if not bank:
             return AttributedAnswer("", {}, [])
         query_vector = np.asarray(self.embedder.embed_query(question))

@@ -311,7 +311,7 @@ def test_an_unlikely_refusal_gives_way_to_the_likeliest_answer(weighing_assistan
     assert answer.refusal_probability == 0.25
 
 
-def test_an_answer_given_in_place_of_a_refusal_must_be_supported_and_is_never_replaced_by_quotes(
+def test_an_answer_given_in_place_of_a_refusal_must_be_supported_and_is_not_replaced_by_any_quote(
     weighing_assistant,
 ):
     assistant, llm = weighing_assistant
@@ -323,6 +323,21 @@ def test_an_answer_given_in_place_of_a_refusal_must_be_supported_and_is_never_re
     answer = assistant.ask(GROWTH_Q)
     assert answer.refused and answer.mode == "refused" and answer.citations == []
     assert "penchait pour le refus" in answer.refusal_reason
+
+
+def test_an_answer_given_in_place_of_a_refusal_gives_way_to_the_sentence_it_was_read_from(weighing_assistant):
+    assistant, llm = weighing_assistant
+    # reworded with the question's "lutter" (the source says "combattre"), the answer cannot be
+    # kept; the sentence holding its facts is quoted, which a plain nearly-refused answer never is
+    llm.enqueue_weight(0.3, preferred=True)
+    llm.enqueue(
+        "En formant les citoyens, la stratégie veut lutter contre la fracture numérique et l'illectronisme [2]."
+    )
+    answer = assistant.ask(TRAINING_Q)
+    assert llm.avoiding and not answer.refused and answer.mode == "extractive"
+    assert answer.text.startswith("D'après le corpus : «") and "illectronisme" in answer.text
+    assert [c.n for c in answer.citations] == [_source_number(answer, "illectronisme")]
+    assert answer.dropped  # the model's own sentence, for the record
 
 
 def test_a_refusal_that_is_not_the_likeliest_opening_changes_nothing(weighing_assistant):
