@@ -134,7 +134,16 @@ _REFERS_BACK = re.compile(
 )
 
 
-_REFUSALS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN, RULES_REFUSAL_FR, RULES_REFUSAL_EN)
+NO_VERIFIED_ANSWER_FR = "Je ne trouve pas dans les documents de réponse vérifiable à cette question."
+NO_VERIFIED_ANSWER_EN = "I find no verifiable answer to this question in the documents."
+_REFUSALS = (
+    REFUSAL_SENTINEL_FR,
+    REFUSAL_SENTINEL_EN,
+    RULES_REFUSAL_FR,
+    RULES_REFUSAL_EN,
+    NO_VERIFIED_ANSWER_FR,
+    NO_VERIFIED_ANSWER_EN,
+)
 _REFUSAL_OPENINGS = (REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN)  # how the answer prompt teaches the model to refuse
 _REFUSAL_MAX_CHARS = 200  # a longer reply that says it cannot answer also states facts: it is attributed
 
@@ -543,17 +552,20 @@ class Assistant:
         """Attribute the model's answer in code; fall back to quoting the sources, or refuse.
 
         A 1.5B model often refuses, or restates the question, although the answer is in its
-        sources. When it did not refuse but none of its sentences is supported (and it invented
-        no figure), or when it refused but one source sentence carries most of the question's
-        key terms, the answer quotes the best source sentences instead (``mode="extractive"``).
-        When the model leaned toward refusing (its refusal was overruled), a quote of any sentence
-        answered as many unanswerable questions as it got right, so only the source sentence its
-        dropped answer was read from (``AttributedAnswer.anchors``: the facts are there, the answer
-        only reworded the question's terms) is quoted. Replayed on the 21 such cases of the dev and
-        held-out 5–10 runs: 2 valid quotes (he-04, hj-11), no wrong one, no unanswerable answered.
+        sources. When it refused but one source sentence carries most of the question's key
+        terms, the answer quotes the best source sentences instead (``mode="extractive"``).
+        When none of its sentences is supported (and it invented no figure), the answer quotes
+        the source sentence its dropped answer was read from (``AttributedAnswer.anchors``: the
+        facts are there, the answer only reworded the question's terms). Any other quote is the
+        passage nearest the question, not an answer: it is shown after the refusal. Replayed on
+        the 89 quotes that replaced a French single-turn answer in the dev and held-out 5–10 runs,
+        anchored quotes held the evidence 25 times in 32 (3 wrong, 3 unanswerable, 1 adversarial);
+        the others 27 times in 57 (21 wrong, 7 unanswerable, 2 adversarial), 20 in 46 on the
+        held-out sets alone. Anchors also stand after a refusal the model nearly gave (21 such
+        cases: 2 valid anchored quotes, no wrong one), where nothing was ever quoted before.
         """
         refusal_reason = ""
-        result = AttributedAnswer("", {}, [])
+        result = nearest = AttributedAnswer("", {}, [])
         mode = "generated"
         if not turn.question:
             refusal_reason = "la question ne demande que de changer les règles de l'assistant"
@@ -582,17 +594,19 @@ class Assistant:
             refusal_reason = "aucune phrase de la réponse n'est étayée par les sources"
             if not result.text and self.grounder.invented_figures(turn.raw_answer, turn.sources, turn.question):
                 refusal_reason = "le modèle avance des chiffres absents des sources"
-            elif not result.text and turn.overruled_refusal:
-                # the model leaned toward refusing: a quote of the sources would answer in its place,
-                # unless the quote is the sentence the model read its facts from (see _finalize's doc)
-                refusal_reason = "le modèle penchait pour le refus et sa réponse n'est pas étayée par les sources"
-                if result.anchors:
-                    dropped = result.dropped
-                    result = self._quote(turn, prefer=result.anchors, only_preferred=True)
-                    result.dropped, mode = dropped, "extractive"
             elif not result.text:
+                # only the sentence the model read its facts from answers in its place (see the doc)
                 dropped = result.dropped
-                result, mode = self._quote(turn, prefer=result.anchors), "extractive"
+                if result.anchors:
+                    result = self._quote(turn, prefer=result.anchors, only_preferred=True)
+                if result.text:
+                    mode = "extractive"
+                elif turn.overruled_refusal:
+                    refusal_reason = "le modèle penchait pour le refus et sa réponse n'est pas étayée par les sources"
+                else:
+                    nearest = self._quote(turn, opener="")
+                    if nearest.text:
+                        refusal_reason += " ; le passage le plus proche est cité, sans être donné pour une réponse"
                 result.dropped = dropped
         text, cited, dropped = result.text, result.cited, result.dropped
         if text:
@@ -602,7 +616,8 @@ class Assistant:
         sources = [s.citation for s in turn.sources]
         refused = not text
         if refused:
-            text = self.refusal_text(turn)
+            text = self.refusal_text(turn, nearest.text)
+            cited = nearest.cited
         citations = [Citation(s.n, s.chunk, cited[s.n]) for s in sources if s.n in cited]
         turn.answer = Answer(
             question=turn.asked,
@@ -627,7 +642,11 @@ class Assistant:
         return turn
 
     def _quote(
-        self, turn: Turn, prefer: Sequence[SourceSentence] = (), only_preferred: bool = False
+        self,
+        turn: Turn,
+        prefer: Sequence[SourceSentence] = (),
+        only_preferred: bool = False,
+        opener: str | None = None,
     ) -> AttributedAnswer:
         """Quote on the user's own words; a bare follow-up ("Développe le dernier.") on its standalone
         form; an English question on its French translation, whose words the sources share (in
@@ -646,10 +665,16 @@ class Assistant:
             prefer=prefer,
             reply_lang=turn.lang,
             only_preferred=only_preferred,
+            opener=opener,
         )
 
-    def refusal_text(self, turn: Turn) -> str:
-        """A plain refusal that says what the corpus does cover."""
+    def refusal_text(self, turn: Turn, nearest: str = "") -> str:
+        """A plain refusal that says what the corpus does cover; or, given the quoted passage
+        ``nearest`` the question (not known to answer it), one that shows it."""
+        if nearest and turn.lang == "en":
+            return f"{NO_VERIFIED_ANSWER_EN} The closest passage, which may not answer it: {nearest}"
+        if nearest:
+            return f"{NO_VERIFIED_ANSWER_FR} Le passage le plus proche, qui n'y répond peut-être pas : {nearest}"
         titles = "; ".join(d.metadata.get("short_title") or d.title for d in self.index.documents())
         if not turn.question:
             if turn.lang == "en":

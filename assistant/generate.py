@@ -787,6 +787,7 @@ class Grounder:
         prefer: Sequence[SourceSentence] = (),
         reply_lang: str | None = None,
         only_preferred: bool = False,
+        opener: str | None = None,
     ) -> AttributedAnswer:
         """Quote the source sentences closest to the question, each with its ``[n]``.
 
@@ -805,6 +806,7 @@ class Grounder:
         with ``only_preferred``, nothing else is quoted.
         ``reply_lang`` is the language of the quote's opener when it differs from ``lang``, the
         language ``question`` is written in (an English question searched in French).
+        ``opener`` replaces "D'après le corpus :" ("" for the quotes alone).
         """
         bank = [s for src in sources for s in src.sentences]
         # a year or figure of the question ("… en 2022 ?") must be in the quoted passage: a quote
@@ -839,7 +841,8 @@ class Grounder:
                 chosen.append(sentence)
         if _leads_in(chosen[0].text):  # "… seraient par exemple :" — the answer is the list that follows
             chosen = [chosen[0]]
-        opener = "According to the corpus:" if (reply_lang or lang) == "en" else "D'après le corpus :"
+        if opener is None:
+            opener = "According to the corpus:" if (reply_lang or lang) == "en" else "D'après le corpus :"
         quotes = []
         cited: dict[int, str] = {}
         for sentence in chosen:
@@ -849,7 +852,7 @@ class Grounder:
             quotes.append(f"« {text} » [{sentence.source + 1}]")
             end = items[-1].end if items else sentence.end
             cited.setdefault(sentence.source + 1, source.citation.chunk.text[sentence.start : end].strip())
-        return AttributedAnswer(f"{opener} {' '.join(quotes)}", cited, [])
+        return AttributedAnswer(" ".join([opener, *quotes]).strip(), cited, [])
 
     def _quotable(self, source: PreparedSource, sentence: SourceSentence) -> bool:
         """Whether quoting the sentence can state a fact: not a table header or a bare name

@@ -13,6 +13,7 @@ import pytest
 from assistant.chat import Assistant, Conversation
 from assistant.evaluation import (
     EvalItem,
+    _VectorCache,
     answer_claims,
     check_floors,
     compare,
@@ -21,6 +22,7 @@ from assistant.evaluation import (
     main_eval,
     retrieval_scores,
     run_eval,
+    score_question,
 )
 from assistant.evidence import contains_evidence
 from assistant.generate import REFUSAL_SENTINEL_FR, SYSTEM_PROMPT
@@ -498,3 +500,22 @@ def test_extractive_pipeline_on_the_dev_set_meets_the_floors(corpus_index, tmp_p
     assert report.meta["evaluated"] == len(items) and not report.errors
     violations = check_floors(report, floors)
     assert not violations, "\n".join(violations) + "\n\n" + (tmp_path / "report.md").read_text(encoding="utf-8")[:3000]
+
+
+def test_a_refusal_showing_the_nearest_passage_is_scored_apart_from_answers(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps(QUESTIONS[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    (item,), _ = load_questions(path)
+    text = "Je ne trouve pas … le passage le plus proche, qui n'y répond peut-être pas : « … » [1]"
+    scored = {}
+    for name, chunk in (("evidence", MARKET), ("noise", NOISE)):
+        record = {"answer": _answer(item.question, text, [chunk], refused=True).to_dict()}
+        scored[name] = score_question(item, record, {}, _VectorCache(None), 5)
+    assert scored["evidence"]["metrics"]["nearest_passage_valid"] == 1.0
+    assert scored["noise"]["metrics"]["nearest_passage_valid"] == 0.0
+    for result in scored.values():  # still a refusal: no citation validity, a false refusal
+        assert result["metrics"]["citation_validity"] is None and result["metrics"]["refusal_correct"] == 0.0
+    assert any("nearest passage" in f for f in scored["evidence"]["failures"])
+    assert not any("nearest passage" in f for f in scored["noise"]["failures"])
+    plain = {"answer": _refusal(item.question).to_dict()}
+    assert score_question(item, plain, {}, _VectorCache(None), 5)["metrics"]["nearest_passage_valid"] is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assistant.schema import Answer, Chunk, Citation, Reading
-from ui.app import answer_html, streaming_html
+from ui.app import answer_html, streaming_html, turn_sources_html
 
 CHUNK = Chunk("c1", "doc", "Consultation", "Constat", "Une croissance de l'ordre de 160 % est attendue.", 0, 48)
 NOTE = "extraits cités tels quels"
@@ -35,6 +35,18 @@ def test_generated_answer_and_extractive_backend_carry_no_fallback_label() -> No
 def test_refusal_uses_the_refusal_style() -> None:
     rendered = answer_html(_answer("refused", refused=True), turn=0)
     assert "asd-refusal" in rendered and NOTE not in rendered
+
+
+def test_a_refusal_showing_the_nearest_passage_links_it_and_says_it_may_not_answer() -> None:
+    refusal = _answer("refused", refused=True)
+    refusal.text = "Je ne trouve pas … qui n'y répond peut-être pas : « Une croissance de <160 %> » [1]"
+    refusal.citations = [Citation(1, CHUNK, CHUNK.text)]
+    rendered = answer_html(refusal, turn=2)
+    assert "asd-refusal" in rendered and "Pas de réponse vérifiable dans les documents" in rendered
+    assert 'href="#' in rendered and "&lt;160 %&gt;" in rendered  # the [1] is a link; the text is escaped
+    cards = turn_sources_html(refusal, turn=2)
+    assert "ne répond peut-être pas" in cards and "Une croissance" in cards
+    assert "Aucun passage" in turn_sources_html(_answer("refused", refused=True), turn=2)  # a plain refusal
 
 
 def test_the_question_as_understood_is_shown_only_when_it_differs() -> None:

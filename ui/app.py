@@ -309,6 +309,12 @@ def link_citations(text: str, turn: int, known: set[int]) -> str:
 
 def answer_html(answer: Answer, turn: int) -> str:
     """The chat message for a final answer: linked citations, or the refusal style."""
+    if answer.refused and answer.citations:  # no verified answer, the nearest passage shown
+        return (
+            '<div class="asd-refusal"><span class="asd-refusal-title">'
+            "Pas de réponse vérifiable dans les documents</span>"
+            f"{link_citations(answer.text, turn, {c.n for c in answer.citations})}{interpreted_html(answer)}</div>"
+        )
     if answer.refused:
         return (
             '<div class="asd-refusal"><span class="asd-refusal-title">'
@@ -423,10 +429,12 @@ def source_card_html(citation: Citation, turn: int) -> str:
 
 def turn_sources_html(answer: Answer, turn: int) -> str:
     """Cards of the cited sources of one answer, plus the other passages that were read."""
-    if answer.refused:
+    if answer.refused and not answer.citations:
         return '<p class="asd-card-path">Aucun passage des documents ne répond à cette question.</p>'
     cited = answer.citations or answer.sources
     cards = "".join(source_card_html(c, turn) for c in cited)
+    if answer.refused:
+        cards = '<p class="asd-card-path">Le passage le plus proche, qui ne répond peut-être pas :</p>' + cards
     cited_ids = {c.n for c in cited}
     others = [s for s in answer.sources if s.n not in cited_ids]
     if others:
