@@ -559,10 +559,11 @@ class Assistant:
         facts are there, the answer only reworded the question's terms). Any other quote is the
         passage nearest the question, not an answer: it is shown after the refusal. Replayed on
         the 89 quotes that replaced a French single-turn answer in the dev and held-out 5–10 runs,
-        anchored quotes held the evidence 25 times in 32 (3 wrong, 3 unanswerable, 1 adversarial);
-        the others 27 times in 57 (21 wrong, 7 unanswerable, 2 adversarial), 20 in 46 on the
-        held-out sets alone. Anchors also stand after a refusal the model nearly gave (21 such
-        cases: 2 valid anchored quotes, no wrong one), where nothing was ever quoted before.
+        anchored quotes held the evidence 25 times in 31 (3 wrong, 2 unanswerable, 1 adversarial);
+        the others 27 times in 58 (20 wrong, 8 unanswerable, 3 adversarial), 20 in 47 on the
+        held-out sets alone. Anchors also stand after a refusal the model nearly gave (24 such
+        cases: 3 anchored quotes, 2 valid and 1 wrong), where nothing was ever quoted before; the
+        nearest passage is shown there too.
         """
         refusal_reason = ""
         result = nearest = AttributedAnswer("", {}, [])
@@ -601,9 +602,11 @@ class Assistant:
                     result = self._quote(turn, prefer=result.anchors, only_preferred=True)
                 if result.text:
                     mode = "extractive"
-                elif turn.overruled_refusal:
-                    refusal_reason = "le modèle penchait pour le refus et sa réponse n'est pas étayée par les sources"
                 else:
+                    if turn.overruled_refusal:
+                        refusal_reason = (
+                            "le modèle penchait pour le refus et sa réponse n'est pas étayée par les sources"
+                        )
                     nearest = self._quote(turn, opener="")
                     if nearest.text:
                         refusal_reason += " ; le passage le plus proche est cité, sans être donné pour une réponse"

@@ -233,7 +233,7 @@ def test_english_common_words_are_not_evidence_of_an_answer(corpus_index):
 def test_unsupported_answer_is_refused_with_the_nearest_passage_quoted(mock_assistant):
     assistant, llm = mock_assistant
     # no sentence of the reply holds a fact of the sources: the passage nearest the question is
-    # quoted after the refusal, not given as an answer (such quotes held the evidence in 43 %
+    # quoted after the refusal, not given as an answer (such quotes held the evidence in 20 of 47
     # of the held-out cases: see Assistant._finalize)
     llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
     answer = assistant.ask(GROWTH_Q)
@@ -318,18 +318,18 @@ def test_an_unlikely_refusal_gives_way_to_the_likeliest_answer(weighing_assistan
     assert answer.refusal_probability == 0.25
 
 
-def test_an_answer_given_in_place_of_a_refusal_must_be_supported_and_is_not_replaced_by_any_quote(
+def test_an_unsupported_answer_given_in_place_of_a_refusal_is_refused_with_the_nearest_passage(
     weighing_assistant,
 ):
     assistant, llm = weighing_assistant
-    # the same question with a reply no source supports: an ordinary answer would give way to
-    # quotes (test_unsupported_answer_is_replaced_by_quoted_sources); one the model nearly
-    # refused gives way to the refusal
+    # the same question and reply as test_unsupported_answer_is_refused_with_the_nearest_passage_quoted,
+    # but the model nearly refused: the refusal says so
     llm.enqueue_weight(0.3, preferred=True)
     llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
     answer = assistant.ask(GROWTH_Q)
-    assert answer.refused and answer.mode == "refused" and answer.citations == []
-    assert "penchait pour le refus" in answer.refusal_reason
+    assert llm.avoiding and answer.refused and answer.mode == "refused"
+    assert "penchait pour le refus" in answer.refusal_reason and "passage le plus proche" in answer.refusal_reason
+    assert answer.text.startswith("Je ne trouve pas dans les documents de réponse vérifiable") and answer.citations
 
 
 def test_an_answer_given_in_place_of_a_refusal_gives_way_to_the_sentence_it_was_read_from(weighing_assistant):
