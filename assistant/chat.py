@@ -600,6 +600,8 @@ class Assistant:
                 dropped = result.dropped
                 if result.anchors:
                     result = self._quote(turn, prefer=result.anchors, only_preferred=True)
+                if not result.text and self.settings.answer_with_nearest_quote and not turn.overruled_refusal:
+                    result = self._quote(turn)
                 if result.text:
                     mode = "extractive"
                 else:

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # quote the sources instead of accepting the model's refusal when one source sentence holds
     # this share (IDF-weighted) of the question's key terms; > 1 disables it
     overrule_refusal_at: float = 0.6
+    # when the model's answer cannot be verified and no source sentence is what it was read from,
+    # the passage nearest the question is shown after a refusal; true gives it as the answer instead
+    # (the behaviour before the sixteenth session: more answers, half of them wrong on held-out sets)
+    answer_with_nearest_quote: bool = False
     # a backend that reads its own probabilities (local) refuses only when its refusal is this
     # likely; a less likely refusal, taken by greedy decoding as the single likeliest opening,
     # gives way to the likeliest answer, kept only when attribution supports it (> 1 disables).

@@ -247,6 +247,12 @@ def test_unsupported_answer_is_refused_with_the_nearest_passage_quoted(mock_assi
     assert answer.citations
     for citation in answer.citations:
         assert f"[{citation.n}]" in answer.text and citation.snippet in citation.chunk.text
+    # the setting that gives that passage as the answer, as before
+    assistant.settings = assistant.settings.model_copy(update={"answer_with_nearest_quote": True})
+    llm.enqueue("La téléconsultation progresse surtout chez les médecins généralistes.")
+    quoted = assistant.ask(GROWTH_Q)
+    assert not quoted.refused and quoted.mode == "extractive" and quoted.text.startswith("D'après le corpus : «")
+    assert [c.n for c in quoted.citations] == [c.n for c in answer.citations]
 
 
 def test_answer_with_an_invented_figure_is_refused_rather_than_quoted(mock_assistant):
