@@ -566,7 +566,8 @@ class Assistant:
         nearest passage is shown there too.
         """
         refusal_reason = ""
-        result = nearest = AttributedAnswer("", {}, [])
+        result = AttributedAnswer("", {}, [])
+        nearest = AttributedAnswer("", {}, [])  # a refusal's passage nearest the question, if any
         mode = "generated"
         if not turn.question:
             refusal_reason = "la question ne demande que de changer les règles de l'assistant"

@@ -726,26 +726,21 @@ def score_question(
         if refused:
             failures.append(f"refused an answerable question ({answer.get('refusal_reason') or 'no reason given'})")
 
-    # citations
-    valid: list[bool] = []
+    # citations: whether each cited source holds an evidence passage; for a refusal, its citations
+    # are the passage nearest the question, shown but not given as an answer
+    holds = [any(chunk_supports_evidence(_matchable(c), ev) for ev in item.evidence) for c in citations]
+    m["citation_validity"] = m["nearest_passage_valid"] = None
     if item.evidence and not refused and citations:
-        for c in citations:
-            valid.append(any(chunk_supports_evidence(_matchable(c), ev) for ev in item.evidence))
-        m["citation_validity"] = sum(valid) / len(valid)
-        bad = [f"[{c['n']}] {_short_section(c)}" for c, ok in zip(citations, valid, strict=True) if not ok]
+        m["citation_validity"] = sum(holds) / len(holds)
+        bad = [f"[{c['n']}] {_short_section(c)}" for c, ok in zip(citations, holds, strict=True) if not ok]
         if bad:
-            failures.append(f"{len(bad)}/{len(valid)} citations hold no evidence: " + "; ".join(bad[:3]))
-    else:
-        m["citation_validity"] = None
-        if item.answerable and not refused and not citations:
-            failures.append("answer without any citation")
-    # a refusal may show the passage nearest the question, not given as an answer: does it hold the evidence?
-    m["nearest_passage_valid"] = None
-    if item.evidence and refused and citations:
-        near = any(chunk_supports_evidence(_matchable(c), ev) for c in citations for ev in item.evidence)
-        m["nearest_passage_valid"] = 1.0 if near else 0.0
-        if near and item.answerable:
+            failures.append(f"{len(bad)}/{len(holds)} citations hold no evidence: " + "; ".join(bad[:3]))
+    elif item.evidence and refused and citations:
+        m["nearest_passage_valid"] = 1.0 if any(holds) else 0.0
+        if any(holds) and item.answerable:
             failures.append("the nearest passage shown with the refusal holds the evidence")
+    elif item.answerable and not refused and not citations:
+        failures.append("answer without any citation")
     if item.evidence:
         covered = [any(chunk_supports_evidence(_matchable(c), ev) for c in citations) for ev in item.evidence]
         m["citation_recall"] = sum(covered) / len(covered) if not refused else 0.0
@@ -793,7 +788,7 @@ def score_question(
         if not refused:
             if not citations:
                 reasons.append("answers without a citation")
-            elif item.evidence and not any(valid):
+            elif item.evidence and not any(holds):
                 reasons.append("no valid citation")
             elif not item.evidence and (m["groundedness"] or 0.0) < 1.0:
                 reasons.append("answer not fully grounded")

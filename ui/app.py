@@ -309,17 +309,17 @@ def link_citations(text: str, turn: int, known: set[int]) -> str:
 
 def answer_html(answer: Answer, turn: int) -> str:
     """The chat message for a final answer: linked citations, or the refusal style."""
-    if answer.refused and answer.citations:  # no verified answer, the nearest passage shown
-        return (
-            '<div class="asd-refusal"><span class="asd-refusal-title">'
-            "Pas de réponse vérifiable dans les documents</span>"
-            f"{link_citations(answer.text, turn, {c.n for c in answer.citations})}{interpreted_html(answer)}</div>"
+    if answer.refused:  # with citations, the passage nearest the question, shown but not vouched for
+        title = (
+            "Pas de réponse vérifiable dans les documents"
+            if answer.citations
+            else "Les documents ne permettent pas de répondre à cette question"
         )
-    if answer.refused:
+        cited = {c.n for c in answer.citations}
+        body = link_citations(answer.text, turn, cited) if cited else plain_text(answer.text)
         return (
-            '<div class="asd-refusal"><span class="asd-refusal-title">'
-            "Les documents ne permettent pas de répondre à cette question</span>"
-            f"{plain_text(answer.text)}{interpreted_html(answer)}</div>"
+            f'<div class="asd-refusal"><span class="asd-refusal-title">{title}</span>'
+            f"{body}{interpreted_html(answer)}</div>"
         )
     cited = {c.n for c in answer.citations} or {s.n for s in answer.sources}
     count = len(answer.citations)
