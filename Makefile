@@ -44,6 +44,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout9.jsonl --backend extractive --out eval/results/heldout9-extractive
 	$(BIN)/assistant eval eval/heldout10.jsonl --backend local --out eval/results/heldout10-local
 	$(BIN)/assistant eval eval/heldout10.jsonl --backend extractive --out eval/results/heldout10-extractive
+	$(BIN)/assistant eval eval/heldout11.jsonl --backend local --out eval/results/heldout11-local
+	$(BIN)/assistant eval eval/heldout11.jsonl --backend extractive --out eval/results/heldout11-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
