@@ -728,7 +728,9 @@ def score_question(
 
     # citations: whether each cited source holds an evidence passage; for a refusal, its citations
     # are the passage nearest the question, shown but not given as an answer
-    holds = [any(chunk_supports_evidence(_matchable(c), ev) for ev in item.evidence) for c in citations]
+    # (one citation-by-evidence table: citation validity reads its rows, citation recall its columns)
+    supports = [[chunk_supports_evidence(_matchable(c), ev) for ev in item.evidence] for c in citations]
+    holds = [any(row) for row in supports]
     m["citation_validity"] = m["nearest_passage_valid"] = None
     if item.evidence and not refused and citations:
         m["citation_validity"] = sum(holds) / len(holds)
@@ -742,7 +744,7 @@ def score_question(
     elif item.answerable and not refused and not citations:
         failures.append("answer without any citation")
     if item.evidence:
-        covered = [any(chunk_supports_evidence(_matchable(c), ev) for c in citations) for ev in item.evidence]
+        covered = [any(row[i] for row in supports) for i in range(len(item.evidence))]
         m["citation_recall"] = sum(covered) / len(covered) if not refused else 0.0
         if not refused and not all(covered):
             missing = [ev for ev, ok in zip(item.evidence, covered, strict=True) if not ok]
