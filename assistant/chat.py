@@ -50,7 +50,7 @@ from assistant.generate import (
 from assistant.index import Index
 from assistant.ingest import sentence_spans
 from assistant.lexical import detect_language, raw_tokens
-from assistant.llm import ChatLLM, Message, WeighsRefusal, build_llm
+from assistant.llm import ChatLLM, KeepsPrefix, Message, Warmup, WeighsRefusal, build_llm
 from assistant.retrieve import HybridRetriever
 from assistant.schema import Answer, Citation, Reading, ScoredChunk, Timings
 from assistant.settings import Settings
@@ -261,6 +261,12 @@ def condense(question: str, previous_standalone: list[str], history: list[tuple[
     return standalone, query
 
 
+def _prompt_variants() -> list[list[Message]]:
+    """Two answer prompts that differ only after the part every question shares (the rules
+    and examples): what a backend that keeps that prefix reads ahead of the first question."""
+    return [build_messages(question, [], (), "fr") for question in ("?", "!")]
+
+
 class Assistant:
     """Retrieval-augmented, cited answers over the indexed corpus."""
 
@@ -272,6 +278,7 @@ class Assistant:
         self.retriever = retriever
         self.grounder = Grounder(index.embedder, index.state.lexical, snippet_chars=settings.snippet_chars)
         self._llms: dict[str, ChatLLM] = {}
+        self.warmup: Warmup | None = None  # the local model's reading of the prompt prefix, once loaded
         if llm is not None:
             self._llms[settings.backend] = llm
         self.chain: Runnable = (
@@ -297,8 +304,12 @@ class Assistant:
         self.grounder.lexical = self.index.state.lexical
 
     def llm(self, backend: str) -> ChatLLM:
+        """The backend's LLM, loaded on first use; a local model reads the prompt prefix at once."""
         if backend not in self._llms:
-            self._llms[backend] = build_llm(self.settings, backend)
+            llm = build_llm(self.settings, backend)
+            if isinstance(llm, KeepsPrefix):
+                self.warmup = llm.warm_prefix(_prompt_variants(), self.settings.prompt_states_dir)
+            self._llms[backend] = llm
         return self._llms[backend]
 
     # ------------------------------------------------------------------ public API

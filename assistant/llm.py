@@ -2,7 +2,8 @@
 
 - ``local``: the bundled Qwen2.5 1.5B GGUF through llama-cpp-python, loaded once per
   process; llama.cpp reuses the KV cache of the common prompt prefix (system prompt and
-  few-shot examples), so only the sources and the question are read for each turn.
+  few-shot examples), so only the sources and the question are read for each turn. That
+  prefix is read when the model loads, from a state saved on disk by an earlier process.
 - ``openai``: any OpenAI-compatible server (vLLM, llama.cpp server, Mistral…) via LangChain.
 - ``ollama``: an Ollama server via LangChain.
 The extractive backend needs no LLM at all and lives in ``generate``.
@@ -10,12 +11,18 @@ The extractive backend needs no LLM at all and lives in ``generate``.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
+import tempfile
 import threading
+import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -57,6 +64,31 @@ class WeighsRefusal(Protocol):
         self, messages: list[Message], refusals: Sequence[str], *, max_tokens: int, stop: list[str] | None = None
     ) -> Iterator[str]: ...
 
+
+@dataclass(frozen=True)
+class Warmup:
+    """The constant prompt prefix read ahead of the first question, and what it cost."""
+
+    tokens: int
+    seconds: float
+    origin: Literal["disk", "computed", "memory"]  # a saved state, evaluated now, or already in context
+
+
+@runtime_checkable
+class KeepsPrefix(Protocol):
+    """A backend that can read the prompt prefix every question shares before the first one.
+
+    The local model would read the system rules and few-shot examples (~400 tokens, 9–13 s on
+    this 2-core machine) at the first question of each process; llama.cpp then reuses them.
+    Reading them at load time, from a state saved by an earlier process when there is one
+    (~0.4 s), spares that delay to ``assistant ask``, to the first visitor of the web app and
+    to the first question of every eval run.
+    """
+
+    def warm_prefix(self, variants: Sequence[list[Message]], state_dir: Path | None = None) -> Warmup: ...
+
+
+log = logging.getLogger(__name__)
 
 # log-probabilities of a reply's first token; per refusal's first token, those of the next token
 # and the refusals' second tokens
@@ -119,6 +151,7 @@ class LlamaCppLLM:
             # system prompt) must not evict the answer prompt's prefix, which costs ~12 s to read again
             self._llama.set_cache(compact_state_cache(256 * 2**20))  # type: ignore[arg-type]
         self._lock = threading.Lock()
+        self._model_path = Path(model_path)
         self._temperature = temperature
         self.name = f"local:{Path(model_path).stem}"
         self._formatter = self._chat_formatter()
@@ -164,6 +197,55 @@ class LlamaCppLLM:
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False))
+
+    # ---------------------------------------------------------------- prompt prefix
+    def warm_prefix(self, variants: Sequence[list[Message]], state_dir: Path | None = None) -> Warmup:
+        """Read the tokens all ``variants`` start with into the context (see ``KeepsPrefix``).
+
+        The state is saved under ``state_dir`` (~12 MB) and read back by later processes; its
+        name hashes the tokens, the model file and the llama.cpp build, so a changed prompt or
+        model never loads a stale state, and an unreadable one is evaluated again.
+        """
+        started = time.perf_counter()
+        with self._lock:
+            prefix = _common_prefix([self._prompt_tokens(list(v)) for v in variants])
+            llama = self._llama
+            if not prefix:
+                return Warmup(0, 0.0, "computed")
+            if llama.n_tokens >= len(prefix) and llama.input_ids[: len(prefix)].tolist() == prefix:
+                return Warmup(len(prefix), time.perf_counter() - started, "memory")
+            path = state_dir / f"prefix-{self._state_key(prefix)}.npz" if state_dir else None
+            state = _read_state(path, prefix, llama.n_ctx()) if path else None
+            origin: Literal["disk", "computed"] = "disk"
+            if state is not None:
+                try:
+                    llama.load_state(state)
+                except Exception as exc:  # written by another llama.cpp build despite the key
+                    log.warning("État du préfixe illisible (%s) : %s ; il est recalculé", path, exc)
+                    state = None
+            if state is None:
+                origin = "computed"
+                llama.reset()
+                llama.eval(prefix)
+                state = llama.save_state()
+                state.scores = state.scores[-1:].copy()  # one row: the others are recomputed before use
+                if path is not None:
+                    _write_state(path, state, prefix)
+            if llama.cache is not None:  # a translation prompt may evict it from the context later
+                llama.cache[prefix] = state
+        warmup = Warmup(len(prefix), time.perf_counter() - started, origin)
+        log.info("Préfixe du prompt : %d jetons (%s) en %.2f s", warmup.tokens, origin, warmup.seconds)
+        return warmup
+
+    def _state_key(self, prefix: list[int]) -> str:
+        import llama_cpp
+
+        digest = hashlib.sha256()
+        stat = self._model_path.stat()
+        head = f"{self._model_path.name}|{stat.st_size}|{llama_cpp.__version__}|{self._llama.n_ctx()}|"
+        digest.update(head.encode("utf-8"))
+        digest.update(np.asarray(prefix, dtype=np.int32).tobytes())
+        return digest.hexdigest()[:24]
 
     # ---------------------------------------------------------------- refusal weighing
     def weigh_refusal(self, messages: list[Message], refusals: Sequence[str]) -> RefusalWeight:
@@ -252,6 +334,72 @@ class LlamaCppLLM:
         logits = np.ctypeslib.as_array(pointer, shape=(self._llama.n_vocab(),)).astype(np.float64)
         logits -= logits.max()
         return logits - math.log(float(np.exp(logits).sum()))
+
+
+def _common_prefix(sequences: Sequence[list[int]]) -> list[int]:
+    """The longest token list every sequence starts with."""
+    if not sequences:
+        return []
+    first = sequences[0]
+    length = len(first)
+    for other in sequences[1:]:
+        length = min(length, len(other))
+        length = next((i for i in range(length) if first[i] != other[i]), length)
+    return first[:length]
+
+
+_KEPT_STATES = 4  # prompt prefix states kept on disk (one per prompt version and model)
+
+
+def _write_state(path: Path, state: Any, prefix: list[int]) -> None:
+    """Save a prefix state atomically; keep only the most recent few. A failure only costs speed."""
+    written: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".prefix-", suffix=".npz", delete=False) as tmp:
+            written = Path(tmp.name)
+            np.savez(
+                tmp,
+                tokens=np.asarray(prefix, dtype=np.int32),
+                scores=np.asarray(state.scores[-1:], dtype=np.float32),
+                llama_state=np.frombuffer(state.llama_state, dtype=np.uint8),
+                seed=np.asarray(state.seed, dtype=np.int64),
+            )
+        os.replace(written, path)
+        saved = sorted(path.parent.glob("prefix-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in saved[_KEPT_STATES:]:
+            old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("État du préfixe non enregistré (%s) : %s", path, exc)
+        if written is not None:
+            written.unlink(missing_ok=True)
+
+
+def _read_state(path: Path, prefix: list[int], n_ctx: int) -> Any | None:
+    """A saved prefix state for exactly these tokens, or None (absent or unreadable)."""
+    from llama_cpp import LlamaState
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            tokens = saved["tokens"].tolist()
+            if tokens != prefix:
+                return None
+            input_ids = np.zeros(n_ctx, dtype=np.intc)
+            input_ids[: len(tokens)] = tokens
+            llama_state = saved["llama_state"].tobytes()
+            return LlamaState(
+                input_ids=input_ids,
+                scores=saved["scores"].astype(np.single),
+                n_tokens=len(tokens),
+                llama_state=llama_state,
+                llama_state_size=len(llama_state),
+                seed=int(saved["seed"]),
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, foreign
+        log.warning("État du préfixe illisible (%s) : %s ; il est recalculé", path, exc)
+        return None
 
 
 class LangChainLLM:

@@ -119,3 +119,8 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def prompt_states_dir(self) -> Path:
+        """The local model's saved prompt-prefix states (they depend on the model, not the corpus)."""
+        return self.models_dir / "prompt-states"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
-from assistant.chat import Assistant, Conversation
+from assistant.chat import Assistant, Conversation, _prompt_variants
 from assistant.evaluation import RecordingRetriever
 from assistant.evidence import contains_evidence
 from assistant.generate import REFUSAL_SENTINEL_EN, REFUSAL_SENTINEL_FR, build_messages
 from assistant.index import Index
 from assistant.lexical import detect_language
-from assistant.llm import WeighsRefusal
+from assistant.llm import LlamaCppLLM, WeighsRefusal
+from assistant.models import GGUF_NAME
 from assistant.retrieve import HybridRetriever
 
 pytestmark = pytest.mark.slow
@@ -139,3 +142,31 @@ def test_injection_in_the_question_does_not_remove_citations(injected_assistant)
     )
     assert "Tu es l'Assistant" not in answer.text and "Règles" not in answer.text
     assert answer.refused or ("30 septembre" in answer.text and answer.citations)
+
+
+def test_the_prompt_prefix_read_back_from_disk_answers_like_the_evaluated_one(local_assistant, tmp_path):
+    """The rules and examples are read when the model loads; another process reads their saved
+    state back and weighs and answers exactly as the process that evaluated them."""
+    warmup = local_assistant.warmup
+    assert warmup is not None and warmup.tokens > 300  # read at load time, not at the first question
+    question = "Quelle croissance du marché de l'e-santé est attendue entre 2019 et 2023 ?"
+    sources = local_assistant.grounder.select_sources(question, local_assistant.retriever.retrieve(question), 3)
+    messages = build_messages(question, sources)
+    refusals = [REFUSAL_SENTINEL_FR, REFUSAL_SENTINEL_EN]
+    model_path = local_assistant.settings.models_dir / GGUF_NAME
+
+    def one_process() -> tuple[str, float, str]:
+        llm = LlamaCppLLM(model_path)  # its own context, like a new process
+        origin = llm.warm_prefix(_prompt_variants(), tmp_path).origin
+        weight = llm.weigh_refusal(messages, refusals).probability
+        reply = "".join(llm.stream(messages, max_tokens=40))
+        del llm
+        gc.collect()
+        return origin, weight, reply
+
+    evaluated = one_process()
+    assert evaluated[0] == "computed" and len(list(tmp_path.glob("prefix-*.npz"))) == 1
+    read_back = one_process()
+    assert read_back[0] == "disk"
+    assert read_back[1] == pytest.approx(evaluated[1], abs=1e-4)
+    assert read_back[2] == evaluated[2] and "160" in read_back[2]
