@@ -5,14 +5,19 @@
 Ingest is measured on a fresh data dir (models already prepared, embedder loaded
 beforehand), then the re-ingest of the unchanged corpus. Query latency is the median of
 hybrid retrievals over the dev-set questions. Answer latency (time to first token, total)
-is measured per backend on answerable dev questions, after one warm-up question.
+is measured per backend on answerable dev questions, after one warm-up question. Last,
+``assistant ask`` is run in new processes, as a user runs it: once without a saved state of the
+prompt prefix (the process reads the rules and examples, and saves them), then once reading it back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +92,34 @@ def bench_answers(assistant: Assistant, backend: str, n: int) -> dict:
     }
 
 
+def bench_cold_ask(settings: Settings, question: str) -> dict:
+    """Wall time, first token and total of ``assistant ask --json`` in new processes (index built)."""
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp)  # the same model files, but no saved prompt-prefix state yet
+        for entry in settings.models_dir.iterdir():
+            if entry.name != "prompt-states":
+                (models / entry.name).symlink_to(entry)
+        env = {**os.environ, "ASSISTANT_DATA_DIR": str(settings.data_dir), "ASSISTANT_MODELS_DIR": str(models)}
+        for label in ("no_saved_prefix_state", "saved_prefix_state"):
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "assistant", "ask", question, "--backend", "local", "--json"],
+                env=env,
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            timings = json.loads(done.stdout)["timings"]
+            runs[label] = {
+                "wall_s": round(time.perf_counter() - started, 2),
+                "first_token_s": timings["first_token"],
+                "total_s": timings["total"],
+            }
+    return {"question": question, **runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-local", action="store_true")
@@ -102,6 +135,8 @@ def main() -> None:
         if not args.skip_local:
             results["answers"].append(bench_answers(assistant, "local", args.questions))
             print(json.dumps(results["answers"][-1], indent=1))
+            results["cold_ask"] = bench_cold_ask(settings, _questions(1, answerable_only=True)[0])
+            print(json.dumps(results["cold_ask"], indent=1))
     results["machine"] = "2 cores, no GPU (this sandbox)"
     results["date"] = time.strftime("%Y-%m-%d %H:%M")
     args.out.parent.mkdir(parents=True, exist_ok=True)
