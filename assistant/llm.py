@@ -207,6 +207,8 @@ class LlamaCppLLM:
         model never loads a stale state, and an unreadable one is evaluated again.
         """
         started = time.perf_counter()
+        if self._formatter is None:  # no chat template: the prompt's tokens are not known here
+            return Warmup(0, 0.0, "computed")
         with self._lock:
             prefix = _common_prefix([self._prompt_tokens(list(v)) for v in variants])
             llama = self._llama

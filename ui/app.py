@@ -734,7 +734,7 @@ class WebApp:
 
     # ---------------------------------------------------------------- models
     def warm_up(self, backend: str) -> None:
-        """Load an LLM backend ahead of the first question (run in a background thread)."""
+        """Load an LLM backend, and its prompt prefix, ahead of the first question (run in a background thread)."""
         try:
             self.assistant.llm(backend)
         except UserFacingError as exc:
