@@ -71,7 +71,8 @@ class Warmup:
 
     tokens: int
     seconds: float
-    origin: Literal["disk", "computed", "memory"]  # a saved state, evaluated now, or already in context
+    # a saved state, evaluated now, already in context, or nothing to read (no chat template)
+    origin: Literal["disk", "computed", "memory", "none"]
 
 
 @runtime_checkable
@@ -100,6 +101,15 @@ def _share(logprobs: np.ndarray, tokens: set[int]) -> float:
     return sum(math.exp(logprobs[t]) for t in tokens)
 
 
+def _compact(state: Any) -> Any:
+    """Keep one row of a saved state's logits (``Llama.load_state`` broadcasts it back).
+
+    A restored state is always evaluated again before sampling (``_requires_eval``), so the
+    saved logits are never read; llama-cpp-python copies the whole buffer (311 MB here)."""
+    state.scores = state.scores[-1:].copy()
+    return state
+
+
 def compact_state_cache(capacity_bytes: int) -> object:
     """A llama.cpp RAM cache of prompt states that holds one row of logits per state.
 
@@ -112,8 +122,7 @@ def compact_state_cache(capacity_bytes: int) -> object:
 
     class CompactStateCache(LlamaRAMCache):
         def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
-            value.scores = value.scores[-1:].copy()  # broadcast back on load; recomputed before use
-            super().__setitem__(key, value)
+            super().__setitem__(key, _compact(value))
 
     return CompactStateCache(capacity_bytes=capacity_bytes)
 
@@ -208,12 +217,12 @@ class LlamaCppLLM:
         """
         started = time.perf_counter()
         if self._formatter is None:  # no chat template: the prompt's tokens are not known here
-            return Warmup(0, 0.0, "computed")
+            return Warmup(0, 0.0, "none")
         with self._lock:
             prefix = _common_prefix([self._prompt_tokens(list(v)) for v in variants])
             llama = self._llama
             if not prefix:
-                return Warmup(0, 0.0, "computed")
+                return Warmup(0, 0.0, "none")
             if llama.n_tokens >= len(prefix) and llama.input_ids[: len(prefix)].tolist() == prefix:
                 return Warmup(len(prefix), time.perf_counter() - started, "memory")
             path = state_dir / f"prefix-{self._state_key(prefix)}.npz" if state_dir else None
@@ -229,8 +238,7 @@ class LlamaCppLLM:
                 origin = "computed"
                 llama.reset()
                 llama.eval(prefix)
-                state = llama.save_state()
-                state.scores = state.scores[-1:].copy()  # one row: the others are recomputed before use
+                state = _compact(llama.save_state())
                 if path is not None:
                     _write_state(path, state, prefix)
             if llama.cache is not None:  # a translation prompt may evict it from the context later
@@ -363,7 +371,7 @@ def _write_state(path: Path, state: Any, prefix: list[int]) -> None:
             np.savez(
                 tmp,
                 tokens=np.asarray(prefix, dtype=np.int32),
-                scores=np.asarray(state.scores[-1:], dtype=np.float32),
+                scores=np.asarray(state.scores[-1:], dtype=np.float32),  # the file holds one row
                 llama_state=np.frombuffer(state.llama_state, dtype=np.uint8),
                 seed=np.asarray(state.seed, dtype=np.int64),
             )
