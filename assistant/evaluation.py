@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -38,6 +37,7 @@ import numpy as np
 from assistant.chat import Conversation
 from assistant.errors import BackendUnavailableError
 from assistant.evidence import contains_evidence, normalize
+from assistant.files import write_text_atomic
 from assistant.generate import REFUSAL_SENTINEL_EN, REFUSAL_SENTINEL_FR, SYSTEM_PROMPT
 from assistant.ingest import sentence_spans
 from assistant.lexical import STOPWORDS, analyze, detect_language, fold_accents
@@ -269,12 +269,6 @@ def _read_cache(path: Path) -> dict[str, Any] | None:
     return record
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class RecordingRetriever:
     """Stands in for the assistant's retriever during ``ask`` to capture the exact query the
     pipeline searched (a follow-up may search several), so the three modes are compared on it."""
@@ -441,7 +435,7 @@ def run_eval(
                     errors.append({"id": item.id, "error": f"{type(exc).__name__}: {exc}"})
                     record = None
                 else:
-                    _write_atomic(path, json.dumps(record, ensure_ascii=False, indent=1))
+                    write_text_atomic(path, json.dumps(record, ensure_ascii=False, indent=1))
             if record is not None:
                 records[item.id] = record
             if bar is not None and task is not None:
@@ -1271,8 +1265,8 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
 
 def write_report(report: Report, out_dir: Path, plots: bool = True) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "report.json", json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
-    _write_atomic(out_dir / "report.md", to_markdown(report))
+    write_text_atomic(out_dir / "report.json", json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
+    write_text_atomic(out_dir / "report.md", to_markdown(report))
     if plots and report.questions:
         write_plots(report, out_dir)
 

@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 
 from assistant import ingest as ingest_module
 from assistant.embedding import Embedder
+from assistant.files import write_text_atomic
 from assistant.ingest import IngestError, chunk_document, discover, doc_id_for, load_document
 from assistant.lexical import LexicalIndex
 from assistant.schema import Chunk
@@ -334,9 +335,8 @@ class Index:
             fh.flush()
             os.fsync(fh.fileno())
         lexical.save(folder / "bm25")
-        _write_durable(folder / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1))
-        _write_durable(self.root / "CURRENT.tmp", folder.name)
-        os.replace(self.root / "CURRENT.tmp", self.root / "CURRENT")
+        write_text_atomic(folder / "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=1), durable=True)
+        write_text_atomic(self.root / "CURRENT", folder.name, durable=True)
 
     def _remove_old_generations(self, keep: int) -> None:
         for folder in self.root.glob("gen-*"):
@@ -398,10 +398,3 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
         "start": chunk.start,
         "end": chunk.end,
     }
-
-
-def _write_durable(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())

