@@ -17,6 +17,7 @@ from assistant.generate import (
     accept_standalone,
     accept_translation,
     asked_part,
+    counts_money_put_in,
     expects_figure,
     is_refusal,
     looks_like_instruction,
@@ -168,6 +169,48 @@ def test_snippet_sizes_must_be_positive(mock_assistant, sizes):
     assistant, _ = mock_assistant
     with pytest.raises(ValueError, match="snippet_chars"):
         Grounder(assistant.index.embedder, assistant.index.state.lexical, snippet_chars=sizes)
+
+
+BUDGET_Q = "Quel est le budget total, en euros, que l'État consacre à la stratégie d'accélération Santé numérique ?"
+
+
+def test_a_budget_is_not_answered_by_the_size_of_a_market(mock_assistant):
+    """The corpus gives no budget; the market-growth sentence holds the only large sums of money."""
+    assistant, llm = mock_assistant
+    assert counts_money_put_in(BUDGET_Q) and counts_money_put_in("How much funding does the State provide?")
+    assert not counts_money_put_in(GROWTH_Q)
+    # a count of funded start-ups asks for a number of start-ups; with "quel montant", for a sum too
+    assert not counts_money_put_in("Combien de start-ups les Fonds TIBI ont-ils financées ?")
+    assert counts_money_put_in("Combien de start-ups ont été financées, et pour quel montant total ?")
+    assert counts_money_put_in("Combien d'argent les Fonds TIBI ont-ils investi dans les start-ups ?")
+    extractive = assistant.ask(BUDGET_Q, backend="extractive")
+    assert extractive.refused and "Mds" not in extractive.text
+    # the model reads the market's size without the question's words, or with them (then its
+    # dropped answer points at the sentence it was read from): neither is an answer
+    for reply in (
+        "La stratégie représente 90 Mds$ en 2019 et 235 Mds$ en 2023 [1].",
+        "Le budget total est de 90 Mds$ [1].",
+    ):
+        llm.enqueue(reply)
+        answer = assistant.ask(BUDGET_Q)
+        assert answer.refused and "Mds" not in answer.text and answer.citations == []
+    # …while the first reply answers the question about the market it was read from
+    llm.enqueue("Le marché de l'e-santé représente 90 Mds$ en 2019 et 235 Mds$ en 2023 [1].")
+    assert "235 Mds$" in assistant.ask("Quelle est la valeur du marché mondial de l'e-santé en 2023 ?").text
+    # a sentence on investments whose figure counts researchers is no sum of money
+    assert (
+        "7000" not in assistant.ask("Combien l'État investit-il dans la santé numérique ?", backend="extractive").text
+    )
+
+
+def test_a_sum_of_money_put_in_is_quoted_for_a_question_about_funding(mock_assistant):
+    assistant, _ = mock_assistant
+    question = "Quel montant de levée de fonds manque de solutions françaises de financement ?"
+    answer = assistant.ask(question, backend="extractive")
+    assert not answer.refused and "50 M€" in answer.text
+    # a count of companies "en difficulté financière" is no sum of money put in: no quote
+    other = "À partir de quel montant de financement les entreprises ne trouvent-elles plus de solution française ?"
+    assert "8 entreprises" not in assistant.ask(other, backend="extractive").text
 
 
 def test_a_figure_question_answered_without_a_figure_is_not_an_answer(growth_sources):
