@@ -434,6 +434,7 @@ def counts_money_put_in(question: str) -> bool:
     3 with the local model (the market-growth sentence quoted for "the State's budget", or
     figures read from a URL), 5 with the extractive backend; no answer was lost.
     """
+    question = asked_part(question)  # "Je monte un dossier de subvention. De combien … ?" asks no sum
     if not _ALLOCATION_ASKED & set(analyze(question)):
         return False
     # "Combien de start-ups ont été financées ?" counts start-ups, unless a sum is asked as well

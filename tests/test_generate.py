@@ -179,6 +179,8 @@ def test_a_budget_is_not_answered_by_the_size_of_a_market(mock_assistant):
     assistant, llm = mock_assistant
     assert counts_money_put_in(BUDGET_Q) and counts_money_put_in("How much funding does the State provide?")
     assert not counts_money_put_in(GROWTH_Q)
+    # the user's situation told before the question is no sum asked (blind held-out 12, hl-01)
+    assert not counts_money_put_in("Je monte un dossier de subvention. De combien le marché va-t-il croître ?")
     # a count of funded start-ups asks for a number of start-ups; with "quel montant", for a sum too
     assert not counts_money_put_in("Combien de start-ups les Fonds TIBI ont-ils financées ?")
     assert counts_money_put_in("Combien de start-ups ont été financées, et pour quel montant total ?")
