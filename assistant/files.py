@@ -1,23 +1,28 @@
-"""Writing small files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 
-def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+@contextmanager
+def replacing(path: Path, *, binary: bool = False, durable: bool = False) -> Iterator[IO[Any]]:
+    """A file handle on a temporary file beside ``path``, renamed over ``path`` once written.
 
     A crash or a concurrent reader sees the old file or the new one, never a partial one. The
     temporary name holds the process id, so two processes writing the same file (two eval runs
-    sharing a cache) do not write into each other's. With ``durable``, the text is on disk
-    before the rename (the index's CURRENT pointer must survive a power cut).
+    sharing a cache) do not write into each other's; it is removed if the writing fails. With
+    ``durable``, the bytes are on disk before the rename (the index's CURRENT pointer must
+    survive a power cut).
     """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
+        with tmp.open("wb" if binary else "w", encoding=None if binary else "utf-8") as fh:
+            yield fh
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -25,3 +30,9 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to ``path`` through ``replacing``."""
+    with replacing(path, durable=durable) as fh:
+        fh.write(text)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 import zipfile
@@ -27,6 +25,7 @@ from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 import numpy as np
 
 from assistant.errors import BackendUnavailableError
+from assistant.files import replacing
 from assistant.settings import Settings
 
 
@@ -363,26 +362,21 @@ _KEPT_STATES = 4  # prompt prefix states kept on disk (one per prompt version an
 
 def _write_state(path: Path, state: Any, prefix: list[int]) -> None:
     """Save a prefix state atomically; keep only the most recent few. A failure only costs speed."""
-    written: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".prefix-", suffix=".npz", delete=False) as tmp:
-            written = Path(tmp.name)
+        with replacing(path, binary=True) as fh:
             np.savez(
-                tmp,
+                fh,
                 tokens=np.asarray(prefix, dtype=np.int32),
                 scores=np.asarray(state.scores[-1:], dtype=np.float32),  # the file holds one row
                 llama_state=np.frombuffer(state.llama_state, dtype=np.uint8),
                 seed=np.asarray(state.seed, dtype=np.int64),
             )
-        os.replace(written, path)
         saved = sorted(path.parent.glob("prefix-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in saved[_KEPT_STATES:]:
             old.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("État du préfixe non enregistré (%s) : %s", path, exc)
-        if written is not None:
-            written.unlink(missing_ok=True)
 
 
 def _read_state(path: Path, prefix: list[int], n_ctx: int) -> Any | None:
