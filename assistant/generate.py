@@ -766,7 +766,9 @@ class Grounder:
             stems = set(analyze(sentence))
             if not stems:
                 continue
-            novel = stems - question_stems
+            # "Oui.", "En partie [1]." state no fact: the sources' own "Oui" (a survey's answer
+            # count) must not vouch for them
+            novel = set(analyze(_YES_NO_OPENING.sub("", sentence))) - question_stems
             bare_figure = not wants_figure and not WORD.search(_NUMBER.sub(" ", sentence))
             if not novel or _is_question(sentence) or bare_figure:
                 # a restatement or a question adds no fact; a lone "5" answers no "quelles étapes ?"
@@ -1025,6 +1027,12 @@ def _join_adjacent(sentences: Sequence[SourceSentence], keep: Sequence[int]) -> 
         else:
             groups.append([i])
     return [" ".join(sentences[i].text for i in group) for group in groups]
+
+
+_YES_NO_OPENING = re.compile(
+    r"^\W*(?:oui|non|en partie|partiellement|pas vraiment|yes|no|partly|partially|not really)\b[\s,.;:!—–-]*",
+    re.IGNORECASE,
+)
 
 
 def _answer_sentences(answer: str) -> list[tuple[str, list[int]]]:

@@ -476,6 +476,23 @@ def test_asked_part_leaves_out_the_context_told_before_the_question(question, as
     assert asked_part(question) == asked
 
 
+def test_a_bare_yes_is_no_answer_even_where_a_survey_counts_its_yeses(mock_assistant):
+    # the report's survey lists "Oui (15)": a reply "Oui [1]." states no fact of its own
+    assistant, llm = mock_assistant
+    question = "Les répondants pensent-ils qu'il faut structurer la filière de la santé numérique ?"
+    llm.enqueue("Oui [1].", "Oui, une filière du numérique en santé suppose une ambition partagée [1].")
+    bare = assistant.ask(question)
+    assert any("Oui (15)" in s.chunk.text for s in bare.sources)  # the count is in the prompt
+    assert bare.refused and bare.mode == "refused"
+    stated = assistant.ask(question)  # the same yes, with what the source says: attributed
+    assert not stated.refused and "ambition partagée" in stated.text and stated.citations
+    # in English, where attribution is by e5 similarity alone, "Yes, <the question>" was kept
+    # (held-out 2 and 10: two of four such answers said yes where the documents say "not really")
+    llm.enqueue("Yes, respondents think the digital health sector should be structured [1].")
+    restated = assistant.ask("Do respondents think the digital health sector should be structured?")
+    assert restated.refused and restated.dropped
+
+
 def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
     assistant, llm = mock_assistant
     conversation = Conversation()
