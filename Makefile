@@ -48,6 +48,8 @@ eval: setup
 	$(BIN)/assistant eval eval/heldout11.jsonl --backend extractive --out eval/results/heldout11-extractive
 	$(BIN)/assistant eval eval/heldout12.jsonl --backend local --out eval/results/heldout12-local
 	$(BIN)/assistant eval eval/heldout12.jsonl --backend extractive --out eval/results/heldout12-extractive
+	$(BIN)/assistant eval eval/heldout13.jsonl --backend local --out eval/results/heldout13-local
+	$(BIN)/assistant eval eval/heldout13.jsonl --backend extractive --out eval/results/heldout13-extractive
 
 bench: setup
 	$(BIN)/python eval/bench.py
