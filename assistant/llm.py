@@ -126,6 +126,26 @@ def compact_state_cache(capacity_bytes: int) -> object:
     return CompactStateCache(capacity_bytes=capacity_bytes)
 
 
+_BUILD_FEATURES = {"AVX512": "avx512f", "AVX512_VNNI": "avx512_vnni", "AVX2": "avx2"}
+
+
+def missing_cpu_features(system_info: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The instruction sets llama.cpp was built for that this CPU lacks ("" when it fits).
+
+    ``scripts/setup.sh`` builds for AVX-512 where the CPU has it; the same venv on another CPU
+    would die with SIGILL mid-answer, so it is refused up front with a way out.
+    """
+    try:
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:  # not Linux: nothing to compare with
+        return ""
+    if not flags:
+        return ""
+    have = set(flags.split(":", 1)[-1].split())
+    built = [name for name in _BUILD_FEATURES if f" {name} = 1 " in f" {system_info} "]
+    return ", ".join(name for name in built if _BUILD_FEATURES[name] not in have)
+
+
 class LlamaCppLLM:
     """In-process llama.cpp; one model, one generation at a time (a lock queues callers)."""
 
@@ -137,11 +157,18 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         keep_states: bool = False,
     ) -> None:
+        import llama_cpp
         from llama_cpp import Llama
 
         if not Path(model_path).exists():
             raise BackendUnavailableError(
                 f"Modèle local absent ({model_path}). Lancez `python -m assistant.models` (ou `make setup`)."
+            )
+        missing = missing_cpu_features(llama_cpp.llama_print_system_info().decode("utf-8", "replace"))
+        if missing:
+            raise BackendUnavailableError(
+                f"llama-cpp-python a été compilé pour {missing}, que ce processeur n'a pas (il planterait). "
+                "Relancez `scripts/setup.sh` (ou `make setup`) : il le recompile pour ce processeur."
             )
         # rope_freq_base=0 keeps the model's own RoPE base (Qwen: 1e6); n_batch=512 reads
         # the prompt in large batches (the LangChain default of 8 is very slow).
@@ -251,7 +278,10 @@ class LlamaCppLLM:
 
         digest = hashlib.sha256()
         stat = self._model_path.stat()
-        head = f"{self._model_path.name}|{stat.st_size}|{llama_cpp.__version__}|{self._llama.n_ctx()}|"
+        # the build's instruction set too: AVX2 and AVX-512 kernels round differently, and a state
+        # read by one build would make the other's answers depend on which process saved it
+        build = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+        head = f"{self._model_path.name}|{stat.st_size}|{llama_cpp.__version__}|{build}|{self._llama.n_ctx()}|"
         digest.update(head.encode("utf-8"))
         digest.update(np.asarray(prefix, dtype=np.int32).tobytes())
         return digest.hexdigest()[:24]

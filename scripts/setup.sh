@@ -10,13 +10,17 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 CACHE=${ASSISTANT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/assistant-sante}
 LLAMA_VERSION=0.3.36
-WHEELS="$CACHE/wheels"
 say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+# the instruction set llama.cpp is built for (AVX2, or AVX-512 where the CPU has it)
+simd=$(scripts/llama_simd.sh) || exit 1
+LLAMA_SIMD=${simd%%$'\n'*}
+LLAMA_CMAKE_ARGS=${simd#*$'\n'}
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else 1)' \
   || { echo "Python 3.11 or 3.12 required (found $("$PYTHON" --version))." >&2; exit 1; }
 
-stamp="$VENV/.setup-$(cat requirements.lock pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.setup-$( (cat requirements.lock pyproject.toml scripts/setup.sh scripts/llama_simd.sh; echo "$LLAMA_SIMD") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   started=$(date +%s)
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
@@ -25,23 +29,30 @@ if [ ! -f "$stamp" ]; then
   "${PIP[@]}" install torch==2.13.0
   "${PIP[@]}" install -r requirements.lock
 
+  WHEELS="$CACHE/wheels/$LLAMA_SIMD"
   mkdir -p "$WHEELS"
+  if [ "$LLAMA_SIMD" = avx2 ]; then  # earlier setups kept their (AVX2) wheel one level up
+    for old in "$CACHE"/wheels/llama_cpp_python-*.whl "$CACHE"/wheels/llama_cpp_python-*.whl.sha256; do
+      [ -e "$old" ] && mv "$old" "$WHEELS"/
+    done
+  fi
   wheel=$(ls "$WHEELS"/llama_cpp_python-$LLAMA_VERSION-*.whl 2>/dev/null | head -n 1 || true)
   if [ -n "$wheel" ] && ! (cd "$WHEELS" && sha256sum --quiet -c "$(basename "$wheel").sha256" 2>/dev/null); then
     say "cached llama-cpp-python wheel fails its hash check: rebuilding"
     rm -f "$wheel" "$wheel.sha256"; wheel=""
   fi
   if [ -z "$wheel" ]; then
-    say "building llama-cpp-python $LLAMA_VERSION from source (GGML_NATIVE=OFF, 4-8 min, once)"
+    say "building llama-cpp-python $LLAMA_VERSION from source for $LLAMA_SIMD ($LLAMA_CMAKE_ARGS; 4-8 min, once)"
     tmp=$(mktemp -d)
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" "${PIP[@]}" wheel --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$tmp"
+    # --no-cache-dir: pip's own wheel cache ignores CMAKE_ARGS and would hand back another build
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${PIP[@]}" wheel --no-cache-dir --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$tmp"
     built=$(ls "$tmp"/llama_cpp_python-*.whl)
     (cd "$tmp" && sha256sum "$(basename "$built")" > "$(basename "$built").sha256")
     mv "$built" "$built.sha256" "$WHEELS"/
     rm -rf "$tmp"
     wheel="$WHEELS/$(basename "$built")"
   fi
-  "${PIP[@]}" install --no-deps "$wheel"
+  "${PIP[@]}" install --no-deps --force-reinstall "$wheel"
   "${PIP[@]}" install --no-deps -e .
   rm -f "$VENV"/.setup-*
   touch "$stamp"

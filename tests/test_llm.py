@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,3 +105,48 @@ def test_a_loaded_local_model_reads_the_answer_prompt_prefix_once(corpus_index, 
     # the variants are answer prompts: they share the rules and examples, then differ
     assert all(v[0] == {"role": "system", "content": SYSTEM_PROMPT} for v in variants)
     assert variants[0][:-1] == variants[1][:-1] and variants[0][-1]["role"] == "user"
+
+
+# ---------------------------------------------------------------- the llama.cpp build and the CPU
+_ROOT = Path(__file__).resolve().parents[1]
+_AVX2_CPU = "flags\t\t: fpu sse2 avx avx2 fma f16c bmi2\n"
+_AVX512_CPU = "flags\t\t: fpu sse2 avx avx2 fma f16c bmi2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni\n"
+
+
+def _simd(tmp_path: Path, cpuinfo: str, choice: str | None = None) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    env = {**os.environ, "CPUINFO": str(tmp_path / "cpuinfo")}
+    env.pop("ASSISTANT_LLAMA_SIMD", None)
+    if choice is not None:
+        env["ASSISTANT_LLAMA_SIMD"] = choice
+    return subprocess.run(
+        [str(_ROOT / "scripts" / "llama_simd.sh")], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_setup_builds_llama_cpp_for_avx512_only_where_the_cpu_has_it(tmp_path: Path):
+    portable = _simd(tmp_path, _AVX2_CPU)
+    assert portable.returncode == 0
+    assert portable.stdout.splitlines() == ["avx2", "-DGGML_NATIVE=OFF"]
+    fast = _simd(tmp_path, _AVX512_CPU)
+    assert fast.stdout.splitlines()[0] == "avx512"
+    assert "-DGGML_AVX512=ON" in fast.stdout and "-DGGML_NATIVE=OFF" in fast.stdout
+    # AVX-512 without VNNI (early Skylake-X) keeps the portable build
+    assert _simd(tmp_path, _AVX512_CPU.replace(" avx512_vnni", "")).stdout.splitlines()[0] == "avx2"
+    # a portable image can be asked for on any CPU; a typo is refused, not guessed
+    assert _simd(tmp_path, _AVX512_CPU, "avx2").stdout.splitlines()[0] == "avx2"
+    wrong = _simd(tmp_path, _AVX512_CPU, "avx-512")
+    assert wrong.returncode == 1 and "auto, avx2 or avx512" in wrong.stderr
+
+
+def test_a_build_for_an_instruction_set_the_cpu_lacks_is_refused_before_it_crashes(tmp_path: Path):
+    from assistant.llm import missing_cpu_features
+
+    avx512_build = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | FMA = 1 | AVX512 = 1 | AVX512_VNNI = 1 | REPACK = 1 | "
+    avx2_build = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | FMA = 1 | REPACK = 1 | "
+    (tmp_path / "avx2").write_text(_AVX2_CPU)
+    (tmp_path / "avx512").write_text(_AVX512_CPU)
+    assert missing_cpu_features(avx512_build, tmp_path / "avx2") == "AVX512, AVX512_VNNI"
+    assert missing_cpu_features(avx512_build, tmp_path / "avx512") == ""
+    assert missing_cpu_features(avx2_build, tmp_path / "avx2") == ""
+    assert missing_cpu_features(avx512_build, tmp_path / "no-such-file") == ""  # not Linux: no opinion
