@@ -382,8 +382,10 @@ def strip_citations(text: str) -> str:
 
 _ASKS_FIGURE = re.compile(
     r"\b(combien|quand|en quelle année|à quelle date|jusqu'à quand"
-    r"|quel(?:le)?s?\s+(?:(?:est|sont|sera|seront|était|serait)\s+)?(?:(?:le|la|les|sa|son|ses|leur|leurs)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe)"
-    r"|how\s+(?:many|much|long)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate))\b",
+    r"|quel(?:le)?s?\s+(?:(?:est|sont|sera|seront|était|serait)\s+)?(?:(?:le|la|les|sa|son|ses|leur|leurs)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe|taille)"
+    # a unit asked for ("…, en euros, …") asks for a quantity in it
+    r"|en\s+(?:euros|dollars|pourcentage)|in\s+(?:euros|dollars)"
+    r"|how\s+(?:many|much|long|big)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate|size))\b",
     re.IGNORECASE,
 )
 

