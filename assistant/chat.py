@@ -18,6 +18,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -267,6 +268,13 @@ def _prompt_variants() -> list[list[Message]]:
     return [build_messages(question, [], (), "fr") for question in ("?", "!")]
 
 
+def _load_llm(settings: Settings, backend: str) -> tuple[ChatLLM, Warmup | None]:
+    """The backend's LLM; a local model reads the prompt prefix at once."""
+    llm = build_llm(settings, backend)
+    warmup = llm.warm_prefix(_prompt_variants(), settings.prompt_states_dir) if isinstance(llm, KeepsPrefix) else None
+    return llm, warmup
+
+
 class Assistant:
     """Retrieval-augmented, cited answers over the indexed corpus."""
 
@@ -290,12 +298,17 @@ class Assistant:
 
     @classmethod
     def from_settings(cls, settings: Settings, load_llm: bool = True) -> Assistant:
-        index = Index(settings, build_embedder(settings))
-        index.load()
-        retriever = HybridRetriever.from_settings(index, settings)
-        assistant = cls(settings, index, retriever)
-        if load_llm and settings.backend != "extractive":
-            assistant.llm(settings.backend)
+        """The pipeline on the configured index and backend; the LLM loads on another thread
+        while sentence-transformers is imported (llama.cpp's loading runs outside the GIL)."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            has_llm = load_llm and settings.backend != "extractive"
+            loading = pool.submit(_load_llm, settings, settings.backend) if has_llm else None
+            index = Index(settings, build_embedder(settings))
+            index.load()
+            retriever = HybridRetriever.from_settings(index, settings)
+            assistant = cls(settings, index, retriever)
+            if loading is not None:
+                assistant._llms[settings.backend], assistant.warmup = loading.result()
         return assistant
 
     def refresh(self) -> None:
@@ -306,10 +319,10 @@ class Assistant:
     def llm(self, backend: str) -> ChatLLM:
         """The backend's LLM, loaded on first use; a local model reads the prompt prefix at once."""
         if backend not in self._llms:
-            llm = build_llm(self.settings, backend)
-            if isinstance(llm, KeepsPrefix):
-                self.warmup = llm.warm_prefix(_prompt_variants(), self.settings.prompt_states_dir)
+            llm, warmup = _load_llm(self.settings, backend)
             self._llms[backend] = llm
+            if warmup is not None:
+                self.warmup = warmup
         return self._llms[backend]
 
     # ------------------------------------------------------------------ public API
