@@ -359,6 +359,16 @@ class PreparedSource:
         """Its figures given with a scale word ("90 Mds$"), see ``_scaled_figures``."""
         return _scaled_figures(self.text)
 
+    @cached_property
+    def dated_figures(self) -> dict[str, set[str]]:
+        """Each year of the chunk with the amounts its sentences pair it with, see ``_dated_figures``."""
+        text = self.citation.chunk.text
+        found: dict[str, set[str]] = {}
+        for start, end in sentence_spans(text):
+            for year, figures in _dated_figures(text[start:end]).items():
+                found.setdefault(year, set()).update(figures)
+        return found
+
 
 @dataclass
 class AttributedAnswer:
@@ -541,6 +551,52 @@ def _rescaled(sentence: str, stated: Mapping[str, set[int]]) -> bool:
     """True when the sentence gives one of the source's figures (``stated``) in another scale
     ("90 million" for "90 Mds$"): a 1.5B model translating "Mds" writes a figure a thousand times off."""
     return any(value in stated and not powers & stated[value] for value, powers in _scaled_figures(sentence).items())
+
+
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
+
+
+# what separates one year's figure from the next pair's: "90 Mds$ en 2019 et 235 Mds$ en 2023"
+_PAIR_BREAK = re.compile(r"[,;:/()\[\]]|\b(?:et|ou|puis|contre|and|or|versus|vs)\b|\b(?:19|20)\d\d\b", re.IGNORECASE)
+# a period's years go with the period's figure, not each with its own ("160 % entre 2019 et 2023")
+_YEAR_RANGE = re.compile(
+    r"\b(?:entre|de|du|from|between)\s+(?:19|20)\d\d\s+(?:et|à|au|to|and)\s+(?:19|20)\d\d\b"
+    r"|\b(?:19|20)\d\d\s*[-–—]\s*(?:19|20)\d\d\b",
+    re.IGNORECASE,
+)
+
+
+def _dated_figures(sentence: str) -> dict[str, set[str]]:
+    """Each year of a sentence with the figure that goes with it, the closest one in the same
+    clause ("90 Mds$ en 2019 et 235 Mds$ en 2023" → 2019: 90, 2023: 235); the years of a period
+    ("entre 2019 et 2023") are left out."""
+    figures = [
+        (match.start(), match.end(), value)
+        for match in _NUMBER.finditer(sentence)
+        if not _YEAR.fullmatch(value := re.sub(r"\s", "", match.group(0)).replace(",", ".").strip("."))
+    ]
+    periods = [match.span() for match in _YEAR_RANGE.finditer(sentence)]
+    dated: dict[str, set[str]] = {}
+    for year in _YEAR.finditer(sentence):
+        if any(start <= year.start() < end for start, end in periods):
+            continue
+        paired = []
+        for start, end, value in figures:
+            gap = sentence[end : year.start()] if end <= year.start() else sentence[year.end() : start]
+            if not _PAIR_BREAK.search(gap):
+                paired.append((len(gap), value))
+        if paired:
+            dated.setdefault(year.group(0), set()).add(min(paired)[1])
+    return dated
+
+
+def _misdated(sentence: str, source_dated: Mapping[str, set[str]]) -> bool:
+    """True when the sentence gives a year an amount its source gives another year: "la valeur
+    en 2023 est de 90 Mds$" read from "90 Mds$ en 2019 et 235 Mds$ en 2023" (both figures are in
+    the source, the pairing is wrong). The sentence passes when it also writes one of the
+    source's amounts for that year ("15 répondants sur 25" against "25 acteurs en 2020")."""
+    written = _numbers(sentence)
+    return any(year in source_dated and not (source_dated[year] & written) for year in _dated_figures(sentence))
 
 
 class Grounder:
@@ -790,9 +846,10 @@ class Grounder:
                     continue  # every figure must be in the cited source, in its scale…
                 if not all(name <= source.stems for name in names):
                     continue  # …and every name or acronym
-                if not (stems & question_terms) <= source.stems:
-                    # …and the question's rare words it repeats ("le budget … est de 160 %"). When the
-                    # new facts all sit in this one sentence, it is still what the model read them from
+                if _misdated(sentence, source.dated_figures) or not (stems & question_terms) <= source.stems:
+                    # …with each year's own amount, and the question's rare words it repeats ("le budget
+                    # … est de 160 %"). When the new facts all sit in this one sentence, it is still
+                    # what the model read them from: quoted, it gives the right pairing
                     if len(novel) >= 2 and lexical[i] >= 0.75 and all(a is not bank[int(i)] for a in anchors):
                         anchors.append(bank[int(i)])
                     continue

@@ -226,6 +226,27 @@ def test_a_figure_question_answered_without_a_figure_is_not_an_answer(growth_sou
     assert "235" in answered.text
 
 
+def test_a_figure_given_to_the_wrong_year_is_not_supported_and_its_source_sentence_is_quoted(mock_assistant):
+    """Both figures are in the source ("90 Mds$ en 2019 et évalué à 235 Mds$ en 2023"); the
+    pairing is wrong. Seen on the real model (AVX-512 build) for the follow-up e2e test."""
+    assistant, llm = mock_assistant
+    conversation = Conversation()
+    llm.enqueue("La croissance attendue entre 2019 et 2023 est de 160 % [1].")
+    assistant.ask(GROWTH_Q, conversation)
+    llm.enqueue("La valeur totale du marché de l'e-santé au sens large en 2023 est de 90 Mds$ [1].")
+    answer = assistant.ask("Et quelle sera sa valeur en 2023 ?", conversation)
+    assert not answer.refused and answer.mode == "extractive"  # the sentence the model misread, quoted
+    assert "235 Mds$ en 2023" in answer.text and "2023 est de 90" not in answer.text
+    grounder = assistant.grounder
+    sources = grounder.select_sources(GROWTH_Q, assistant.retriever.retrieve(GROWTH_Q), 3)
+    # the right pairings, and a period's figure, are supported
+    for right in (
+        "Il est évalué à 235 Mds$ en 2023 [1].",
+        "Une croissance de 160 % est attendue entre 2019 et 2023 [1].",
+    ):
+        assert grounder.attribute(right, sources, "fr", "Et quelle sera sa valeur ?").text
+
+
 def test_a_question_on_a_size_in_euros_is_not_answered_with_a_sentence_without_a_figure(mock_assistant):
     assistant, llm = mock_assistant
     question = "Quelle est la taille du marché français de la e-santé, en euros, d'après ces documents ?"
