@@ -146,6 +146,16 @@ def missing_cpu_features(system_info: str, cpuinfo: Path = Path("/proc/cpuinfo")
     return ", ".join(name for name in built if _BUILD_FEATURES[name] not in have)
 
 
+def llama_build() -> tuple[str, str]:
+    """The installed llama.cpp build's instruction sets ("AVX2 + AVX512 + AVX512_VNNI"), and what
+    of them this CPU lacks ("" when it can run it), without loading a model."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    built = [name for name in _BUILD_FEATURES if f" {name} = 1 " in f" {info} "]
+    return " + ".join(sorted(built)) or "generic", missing_cpu_features(info)
+
+
 class LlamaCppLLM:
     """In-process llama.cpp; one model, one generation at a time (a lock queues callers)."""
 
@@ -157,14 +167,13 @@ class LlamaCppLLM:
         temperature: float = 0.0,
         keep_states: bool = False,
     ) -> None:
-        import llama_cpp
         from llama_cpp import Llama
 
         if not Path(model_path).exists():
             raise BackendUnavailableError(
                 f"Modèle local absent ({model_path}). Lancez `python -m assistant.models` (ou `make setup`)."
             )
-        missing = missing_cpu_features(llama_cpp.llama_print_system_info().decode("utf-8", "replace"))
+        _, missing = llama_build()
         if missing:
             raise BackendUnavailableError(
                 f"llama-cpp-python a été compilé pour {missing}, que ce processeur n'a pas (il planterait). "

@@ -167,3 +167,14 @@ def test_corrupted_index_is_detected_at_start(tmp_path):
     (data / "index" / generation / "manifest.json").write_text("{", encoding="utf-8")
     result = _cli("search", "Delta", env=env)
     assert result.returncode == 2 and "endommagé" in result.stderr and "assistant ingest" in result.stderr
+
+
+def test_info_names_the_llama_cpp_build_and_finds_no_problem_on_the_cpu_that_built_it(tmp_path):
+    corpus = _guide_corpus(tmp_path)
+    env = _env(tmp_path / "data")
+    assert _cli("ingest", str(corpus), env=env).returncode == 0
+    result = _cli("info", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    # the setup built for this CPU: AVX2 at least (AVX512 where it has it), and nothing it lacks
+    assert "AVX2" in info["llama_cpp"] and info["problems"] == []
