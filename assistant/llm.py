@@ -142,8 +142,12 @@ def missing_cpu_features(system_info: str, cpuinfo: Path = Path("/proc/cpuinfo")
     if not flags:
         return ""
     have = set(flags.split(":", 1)[-1].split())
-    built = [name for name in _BUILD_FEATURES if f" {name} = 1 " in f" {system_info} "]
-    return ", ".join(name for name in built if _BUILD_FEATURES[name] not in have)
+    return ", ".join(name for name in _built_features(system_info) if _BUILD_FEATURES[name] not in have)
+
+
+def _built_features(system_info: str) -> list[str]:
+    """The instruction sets of ``_BUILD_FEATURES`` that llama.cpp's system info reports as built in."""
+    return [name for name in _BUILD_FEATURES if f" {name} = 1 " in f" {system_info} "]
 
 
 def llama_build() -> tuple[str, str]:
@@ -152,8 +156,7 @@ def llama_build() -> tuple[str, str]:
     import llama_cpp
 
     info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
-    built = [name for name in _BUILD_FEATURES if f" {name} = 1 " in f" {info} "]
-    return " + ".join(sorted(built)) or "generic", missing_cpu_features(info)
+    return " + ".join(sorted(_built_features(info))) or "generic", missing_cpu_features(info)
 
 
 class LlamaCppLLM:
