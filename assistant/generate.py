@@ -515,12 +515,12 @@ def _weighted_share(weights: Mapping[str, float], stems: Collection[str]) -> flo
 
 def _numbers(text: str) -> set[str]:
     """Figures in a text, normalised (``7 000`` → ``7000``, ``1,5`` → ``1.5``); years included."""
-    found = set()
-    for match in _NUMBER.finditer(text):
-        value = re.sub(r"\s", "", match.group(0)).replace(",", ".").strip(".")
-        if value:
-            found.add(value)
-    return found
+    return {value for match in _NUMBER.finditer(text) if (value := _normalised(match.group(0)))}
+
+
+def _normalised(figure: str) -> str:
+    """``7 000`` → ``7000``, ``1,5`` → ``1.5``: one spelling per figure."""
+    return re.sub(r"\s", "", figure).replace(",", ".").strip(".")
 
 
 # the scale a figure is given in: "90 Mds$" is 90 billion, never "90 million"
@@ -557,7 +557,7 @@ _YEAR = re.compile(r"\b(?:19|20)\d\d\b")
 
 
 # what separates one year's figure from the next pair's: "90 Mds$ en 2019 et 235 Mds$ en 2023"
-_PAIR_BREAK = re.compile(r"[,;:/()\[\]]|\b(?:et|ou|puis|contre|and|or|versus|vs)\b|\b(?:19|20)\d\d\b", re.IGNORECASE)
+_PAIR_BREAK = re.compile(rf"[,;:/()\[\]]|\b(?:et|ou|puis|contre|and|or|versus|vs)\b|{_YEAR.pattern}", re.IGNORECASE)
 # a period's years go with the period's figure, not each with its own ("160 % entre 2019 et 2023")
 _YEAR_RANGE = re.compile(
     r"\b(?:entre|de|du|from|between)\s+(?:19|20)\d\d\s+(?:et|à|au|to|and)\s+(?:19|20)\d\d\b"
@@ -573,7 +573,7 @@ def _dated_figures(sentence: str) -> dict[str, set[str]]:
     figures = [
         (match.start(), match.end(), value)
         for match in _NUMBER.finditer(sentence)
-        if not _YEAR.fullmatch(value := re.sub(r"\s", "", match.group(0)).replace(",", ".").strip("."))
+        if not _YEAR.fullmatch(value := _normalised(match.group(0)))
     ]
     periods = [match.span() for match in _YEAR_RANGE.finditer(sentence)]
     dated: dict[str, set[str]] = {}
