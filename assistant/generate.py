@@ -362,10 +362,9 @@ class PreparedSource:
     @cached_property
     def dated_figures(self) -> dict[str, set[str]]:
         """Each year of the chunk with the amounts its sentences pair it with, see ``_dated_figures``."""
-        text = self.citation.chunk.text
         found: dict[str, set[str]] = {}
-        for start, end in sentence_spans(text):
-            for year, figures in _dated_figures(text[start:end]).items():
+        for sentence in self.sentences:
+            for year, figures in _dated_figures(sentence.text).items():
                 found.setdefault(year, set()).update(figures)
         return found
 
@@ -470,8 +469,9 @@ _NUMBER_WORDS = re.compile(
 )
 
 
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
 _DATE = re.compile(
-    r"\b(?:19|20)\d\d\b|\b(?:janvier|février|fevrier|mars|avril|mai|juin|juillet|août|aout|septembre|octobre"
+    _YEAR.pattern + r"|\b(?:janvier|février|fevrier|mars|avril|mai|juin|juillet|août|aout|septembre|octobre"
     r"|novembre|décembre|decembre)\b",
     re.IGNORECASE,
 )
@@ -553,15 +553,12 @@ def _rescaled(sentence: str, stated: Mapping[str, set[int]]) -> bool:
     return any(value in stated and not powers & stated[value] for value, powers in _scaled_figures(sentence).items())
 
 
-_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
-
-
 # what separates one year's figure from the next pair's: "90 Mds$ en 2019 et 235 Mds$ en 2023"
 _PAIR_BREAK = re.compile(rf"[,;:/()\[\]]|\b(?:et|ou|puis|contre|and|or|versus|vs)\b|{_YEAR.pattern}", re.IGNORECASE)
 # a period's years go with the period's figure, not each with its own ("160 % entre 2019 et 2023")
 _YEAR_RANGE = re.compile(
-    r"\b(?:entre|de|du|from|between)\s+(?:19|20)\d\d\s+(?:et|à|au|to|and)\s+(?:19|20)\d\d\b"
-    r"|\b(?:19|20)\d\d\s*[-–—]\s*(?:19|20)\d\d\b",
+    rf"\b(?:entre|de|du|from|between)\s+{_YEAR.pattern}\s+(?:et|à|au|to|and)\s+{_YEAR.pattern}"
+    rf"|{_YEAR.pattern}\s*[-–—]\s*{_YEAR.pattern}",
     re.IGNORECASE,
 )
 
@@ -590,13 +587,13 @@ def _dated_figures(sentence: str) -> dict[str, set[str]]:
     return dated
 
 
-def _misdated(sentence: str, source_dated: Mapping[str, set[str]]) -> bool:
-    """True when the sentence gives a year an amount its source gives another year: "la valeur
-    en 2023 est de 90 Mds$" read from "90 Mds$ en 2019 et 235 Mds$ en 2023" (both figures are in
-    the source, the pairing is wrong). The sentence passes when it also writes one of the
-    source's amounts for that year ("15 répondants sur 25" against "25 acteurs en 2020")."""
-    written = _numbers(sentence)
-    return any(year in source_dated and not (source_dated[year] & written) for year in _dated_figures(sentence))
+def _misdated(dated: Mapping[str, set[str]], written: set[str], source_dated: Mapping[str, set[str]]) -> bool:
+    """True when a sentence (its ``_dated_figures`` and ``_numbers``) gives a year an amount its
+    source gives another year: "la valeur en 2023 est de 90 Mds$" read from "90 Mds$ en 2019 et
+    235 Mds$ en 2023" (both figures are in the source, the pairing is wrong). The sentence passes
+    when it also writes one of the source's amounts for that year ("15 répondants sur 25" against
+    "25 acteurs en 2020")."""
+    return any(year in source_dated and not (source_dated[year] & written) for year in dated)
 
 
 class Grounder:
@@ -837,6 +834,7 @@ class Grounder:
             lexical = np.array([len(novel & s.stems) / len(novel) for s in bank])
             support = np.where(lang == "en", dense, 0.5 * lexical + 0.5 * np.clip((dense - 0.75) / 0.15, 0, 1))
             numbers = _numbers(sentence)
+            dated = _dated_figures(sentence)
             names = [set(analyze(term)) for term in specific_terms(sentence, lang)]
             order = np.argsort(-support)
             best = None
@@ -846,7 +844,7 @@ class Grounder:
                     continue  # every figure must be in the cited source, in its scale…
                 if not all(name <= source.stems for name in names):
                     continue  # …and every name or acronym
-                if _misdated(sentence, source.dated_figures) or not (stems & question_terms) <= source.stems:
+                if _misdated(dated, numbers, source.dated_figures) or not (stems & question_terms) <= source.stems:
                     # …with each year's own amount, and the question's rare words it repeats ("le budget
                     # … est de 160 %"). When the new facts all sit in this one sentence, it is still
                     # what the model read them from: quoted, it gives the right pairing
