@@ -815,6 +815,7 @@ def score_question(
         "answer": text,
         "refused": refused,
         "refusal_reason": answer.get("refusal_reason", ""),
+        "mode": answer.get("mode", "refused" if refused else "generated"),
         "standalone_question": answer.get("standalone_question", ""),
         "search_query": record.get("search_query"),
         "citations": [
@@ -944,6 +945,12 @@ def aggregate(rows: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
         "n": len(rows),
         "metrics": {name: value for name, (value, _) in values.items()},
         "support": {name: n for name, (_, n) in values.items()},
+        # how the answers were given: the model's own (checked) reply, quotes of the sources, or a refusal
+        "answers_by": {
+            "generated": sum(not r["refused"] and r.get("mode") == "generated" for r in rows),
+            "quoted": sum(not r["refused"] and r.get("mode") == "extractive" for r in rows),
+            "refused": sum(bool(r["refused"]) for r in rows),
+        },
     }
 
 
@@ -1113,6 +1120,15 @@ def _one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _answers_by_line(counts: Mapping[str, int] | None) -> str:
+    if not counts:  # a report written before the count existed
+        return ""
+    return (
+        f"Answers: {counts['generated']} written by the backend and verified, {counts['quoted']} quotes of the "
+        f"sources (the backend's own answer could not be verified, or the extractive backend), {counts['refused']} refusals."
+    )
+
+
 def to_markdown(report: Report) -> str:
     meta, k = report.meta, report.meta["k"]
     parts = [
@@ -1122,6 +1138,8 @@ def to_markdown(report: Report) -> str:
         "",
         f"{meta['evaluated']} questions evaluated out of {meta['questions_in_file']} "
         f"({meta.get('cached', 0)} from cache, {meta['errors']} errors) — {meta['date']} — dataset `{meta.get('dataset', '')}`.",
+        "",
+        _answers_by_line(report.overall.get("answers_by")),
         "",
         "## Retrieval: dense vs lexical (BM25) vs hybrid (RRF)",
         "",

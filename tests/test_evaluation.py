@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +147,12 @@ def _refusal(question: str) -> Answer:
 
 
 CANNED = {
-    "q-market": lambda q: _answer(
-        q, "Le marché de l'e-santé devrait croître de l'ordre de 160 % entre 2019 et 2023 [1].", [MARKET], total=2.0
+    # quotes of the sources (the model's answer could not be verified): scored like any answer
+    "q-market": lambda q: replace(
+        _answer(
+            q, "Le marché de l'e-santé devrait croître de l'ordre de 160 % entre 2019 et 2023 [1].", [MARKET], total=2.0
+        ),
+        mode="extractive",
     ),
     # second sentence invents a figure: half grounded; the second citation is not evidence
     "q-hill": lambda q: _answer(
@@ -310,7 +315,8 @@ def test_run_eval_metrics_on_canned_answers(qa_file: Path, tmp_path: Path) -> No
     assert rows["q-market"]["metrics"]["groundedness"] == 1.0
     assert any("not supported" in f for f in rows["q-hill"]["failures"])
 
-    # refusals
+    # refusals, and how each answer was given
+    assert report.overall["answers_by"] == {"generated": 4, "quoted": 1, "refused": 1}
     assert m["refusal_accuracy"] == 0.5
     assert m["false_refusal_rate"] == 0.0
     assert any("cannot answer" in f for f in rows["q-na-bad"]["failures"])
@@ -343,7 +349,7 @@ def test_run_eval_metrics_on_canned_answers(qa_file: Path, tmp_path: Path) -> No
         assert (out / name).stat().st_size > 0
     md = (out / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# Evaluation") and md.splitlines()[2].startswith("| metric |")
-    assert "q-adv" in md and "unknown type 'opinion'" in md
+    assert "q-adv" in md and "unknown type 'opinion'" in md and "1 quotes of the sources" in md
 
 
 def test_groundedness_uses_the_embedder_for_paraphrases(real_embedder, tmp_path: Path) -> None:
