@@ -355,6 +355,11 @@ class PreparedSource:
         return f"{chunk.section}\n{chunk.text}"
 
     @cached_property
+    def years(self) -> set[str]:
+        """Years the chunk, its section path or its document's title names."""
+        return set(_YEAR.findall(f"{self.citation.chunk.title}\n{self.text}"))
+
+    @cached_property
     def scaled_figures(self) -> dict[str, set[int]]:
         """Its figures given with a scale word ("90 Mds$"), see ``_scaled_figures``."""
         return _scaled_figures(self.text)
@@ -883,6 +888,12 @@ class Grounder:
                 for sentence, chosen in kept
             ):
                 return AttributedAnswer("", {}, dropped + kept_plain, anchors)  # true, but not the figure asked for
+        # a year the question names ("… en 2022 ?") must be named by a source the answer cites: an
+        # answer read from sources that never mention it speaks of another time ("Qui a remplacé X
+        # en 2022 ?" answered with X's co-lead of 2020)
+        asked_years = set(_YEAR.findall(question))
+        if asked_years and not asked_years <= set().union(*(sources[chosen.source].years for _, chosen in kept)):
+            return AttributedAnswer("", {}, dropped + kept_plain, anchors)
         text = " ".join(_with_citation(sentence, chosen.source + 1) for sentence, chosen in kept)
         return AttributedAnswer(unescape_markdown(text), cited, dropped, anchors)
 

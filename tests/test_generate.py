@@ -522,6 +522,21 @@ def test_a_bare_yes_is_no_answer_even_where_a_survey_counts_its_yeses(mock_assis
     assert restated.refused and restated.dropped
 
 
+def test_an_answer_about_a_year_needs_a_cited_source_that_names_it(mock_assistant):
+    # the co-leads are named in the 2020 report; a question about 2022 gets no answer from it
+    assistant, llm = mock_assistant
+    llm.enqueue("Nicole Hill.", "Nicole Hill.")
+    answer = assistant.ask("Qui a remplacé Robert Picard comme co-animateur du groupe de travail en 2022 ?")
+    assert answer.refused and answer.dropped == ["Nicole Hill."]
+    assert "2022" not in " ".join(f"{c.chunk.title} {c.chunk.section} {c.chunk.text}" for c in answer.citations)
+    # the same reply to the same question without the year is supported by its source
+    unyeared = assistant.ask("Qui a remplacé Robert Picard comme co-animateur du groupe de travail ?")
+    assert not unyeared.refused and unyeared.text.startswith("Nicole Hill [")
+    # years the cited source names are no obstacle
+    llm.enqueue("Une croissance de l'ordre de 160 % du marché de l'e-santé est attendue entre 2019 et 2023 [1].")
+    assert not assistant.ask(GROWTH_Q).refused
+
+
 def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
     assistant, llm = mock_assistant
     conversation = Conversation()
