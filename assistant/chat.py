@@ -285,6 +285,7 @@ class Assistant:
         self.index = index
         self.retriever = retriever
         self.grounder = Grounder(index.embedder, index.state.lexical, snippet_chars=settings.snippet_chars)
+        self.grounder.know_documents(index.documents())
         self._llms: dict[str, ChatLLM] = {}
         self.warmup: Warmup | None = None  # the local model's reading of the prompt prefix, once loaded
         if llm is not None:
@@ -315,6 +316,7 @@ class Assistant:
         """Re-read the index after an ingest (new documents, new BM25 statistics)."""
         self.index.load()
         self.grounder.lexical = self.index.state.lexical
+        self.grounder.know_documents(self.index.documents())
 
     def llm(self, backend: str) -> ChatLLM:
         """The backend's LLM, loaded on first use; a local model reads the prompt prefix at once."""

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +39,9 @@ from assistant.lexical import (
 )
 from assistant.llm import Message
 from assistant.schema import Chunk, Citation, ScoredChunk
+
+if TYPE_CHECKING:
+    from assistant.index import DocumentInfo
 
 # --------------------------------------------------------------------------- language
 
@@ -629,6 +633,7 @@ class Grounder:
         # sentences and their e5 vectors per chunk id (a content hash, so never stale)
         self._sentence_cache: OrderedDict[str, list[SourceSentence]] = OrderedDict()
         self._sentence_cache_size = 2048
+        self.document_years: dict[str, set[str]] = {}  # see know_documents
 
     # -------------------------------------------------------------- sufficiency
     def key_terms(self, question: str) -> list[str]:
@@ -888,14 +893,30 @@ class Grounder:
                 for sentence, chosen in kept
             ):
                 return AttributedAnswer("", {}, dropped + kept_plain, anchors)  # true, but not the figure asked for
-        # a year the question names ("… en 2022 ?") must be named by a source the answer cites: an
-        # answer read from sources that never mention it speaks of another time ("Qui a remplacé X
-        # en 2022 ?" answered with X's co-lead of 2020)
+        # a year the question names ("… en 2022 ?") must be named by a source the answer cites, or be
+        # its document's date: an answer read from sources that never mention it speaks of another
+        # time ("Qui a remplacé X en 2022 ?" answered with X's co-lead of 2020)
         asked_years = set(_YEAR.findall(question))
-        if asked_years and not asked_years <= set().union(*(sources[chosen.source].years for _, chosen in kept)):
+        if asked_years and not asked_years <= self._years_named(sources[chosen.source] for _, chosen in kept):
             return AttributedAnswer("", {}, dropped + kept_plain, anchors)
         text = " ".join(_with_citation(sentence, chosen.source + 1) for sentence, chosen in kept)
         return AttributedAnswer(unescape_markdown(text), cited, dropped, anchors)
+
+    def know_documents(self, documents: Iterable[DocumentInfo]) -> None:
+        """Read each document's years from its metadata (date, short title, source): "le rapport de
+        décembre 2020" is answered from the report's passages, which need not repeat its date."""
+        self.document_years = {
+            d.doc_id: set(
+                _YEAR.findall(" ".join(str(d.metadata.get(k, "")) for k in ("date", "short_title", "source")))
+            )
+            for d in documents
+        }
+
+    def _years_named(self, sources: Iterable[PreparedSource]) -> set[str]:
+        """Years the sources name, their documents' dates included."""
+        return set().union(
+            *(source.years | self.document_years.get(source.citation.chunk.doc_id, set()) for source in sources)
+        )
 
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:

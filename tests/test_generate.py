@@ -532,9 +532,14 @@ def test_an_answer_about_a_year_needs_a_cited_source_that_names_it(mock_assistan
     # the same reply to the same question without the year is supported by its source
     unyeared = assistant.ask("Qui a remplacé Robert Picard comme co-animateur du groupe de travail ?")
     assert not unyeared.refused and unyeared.text.startswith("Nicole Hill [")
-    # years the cited source names are no obstacle
+    # years the cited source names are no obstacle, nor its document's date ("déc. 2020" in the
+    # report's metadata), which its passages need not repeat
     llm.enqueue("Une croissance de l'ordre de 160 % du marché de l'e-santé est attendue entre 2019 et 2023 [1].")
     assert not assistant.ask(GROWTH_Q).refused
+    llm.enqueue("Nicole Hill.")
+    dated = assistant.ask("Selon le rapport de décembre 2020, qui co-anime le groupe de travail avec Robert Picard ?")
+    assert not dated.refused and dated.text.startswith("Nicole Hill [")
+    assert "2020" not in " ".join(f"{c.chunk.title} {c.chunk.section} {c.chunk.text}" for c in dated.citations)
 
 
 def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
