@@ -914,9 +914,10 @@ class Grounder:
 
     def _years_named(self, sources: Iterable[PreparedSource]) -> set[str]:
         """Years the sources name, their documents' dates included."""
-        return set().union(
-            *(source.years | self.document_years.get(source.citation.chunk.doc_id, set()) for source in sources)
-        )
+        return set().union(*(source.years | self._document_years(source) for source in sources))
+
+    def _document_years(self, source: PreparedSource) -> set[str]:
+        return self.document_years.get(source.citation.chunk.doc_id, set())
 
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:
@@ -957,10 +958,10 @@ class Grounder:
         ``opener`` replaces "D'après le corpus :" ("" for the quotes alone).
         """
         bank = [s for src in sources for s in src.sentences]
-        # a year or figure of the question ("… en 2022 ?") must be in the quoted passage: a quote
-        # from a passage that never mentions it answers another question
+        # a year or figure of the question ("… en 2022 ?") must be in the quoted passage (a year may
+        # be its document's date): a quote from a passage that never mentions it answers another question
         stated = _standalone_numbers(question)
-        bank = [s for s in bank if stated <= sources[s.source].numbers]
+        bank = [s for s in bank if stated <= sources[s.source].numbers | self._document_years(sources[s.source])]
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
             bank = [s for s in bank if _adds_figure(s.text, asked)]
