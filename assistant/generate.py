@@ -361,7 +361,7 @@ class PreparedSource:
     @cached_property
     def years(self) -> set[str]:
         """Years the chunk, its section path or its document's title names."""
-        return set(_YEAR.findall(f"{self.citation.chunk.title}\n{self.text}"))
+        return _years(f"{self.citation.chunk.title}\n{self.text}")
 
     @cached_property
     def scaled_figures(self) -> dict[str, set[int]]:
@@ -525,6 +525,11 @@ def _weighted_share(weights: Mapping[str, float], stems: Collection[str]) -> flo
 def _numbers(text: str) -> set[str]:
     """Figures in a text, normalised (``7 000`` → ``7000``, ``1,5`` → ``1.5``); years included."""
     return {value for match in _NUMBER.finditer(text) if (value := _normalised(match.group(0)))}
+
+
+def _years(text: str) -> set[str]:
+    """The years among the text's figures, spelt as ``_numbers`` spells them ("2 000" is 2000 both ways)."""
+    return {n for n in _numbers(text) if _YEAR.fullmatch(n)}
 
 
 def _normalised(figure: str) -> str:
@@ -896,7 +901,7 @@ class Grounder:
         # a year the question names ("… en 2022 ?") must be named by a source the answer cites, or be
         # its document's date: an answer read from sources that never mention it speaks of another
         # time ("Qui a remplacé X en 2022 ?" answered with X's co-lead of 2020)
-        asked_years = set(_YEAR.findall(question))
+        asked_years = _years(question)
         if asked_years and not asked_years <= self._years_named(sources[chosen.source] for _, chosen in kept):
             return AttributedAnswer("", {}, dropped + kept_plain, anchors)
         text = " ".join(_with_citation(sentence, chosen.source + 1) for sentence, chosen in kept)
@@ -906,9 +911,7 @@ class Grounder:
         """Read each document's years from its metadata (date, short title, source): "le rapport de
         décembre 2020" is answered from the report's passages, which need not repeat its date."""
         self.document_years = {
-            d.doc_id: set(
-                _YEAR.findall(" ".join(str(d.metadata.get(k, "")) for k in ("date", "short_title", "source")))
-            )
+            d.doc_id: _years(" ".join(str(d.metadata.get(k, "")) for k in ("date", "short_title", "source")))
             for d in documents
         }
 

@@ -14,6 +14,7 @@ from assistant.generate import (
     Grounder,
     PreparedSource,
     _figures,
+    _years,
     accept_standalone,
     accept_translation,
     asked_part,
@@ -540,6 +541,17 @@ def test_an_answer_about_a_year_needs_a_cited_source_that_names_it(mock_assistan
     dated = assistant.ask("Selon le rapport de décembre 2020, qui co-anime le groupe de travail avec Robert Picard ?")
     assert not dated.refused and dated.text.startswith("Nicole Hill [")
     assert "2020" not in " ".join(f"{c.chunk.title} {c.chunk.section} {c.chunk.text}" for c in dated.citations)
+
+
+def test_years_are_read_among_figures_as_they_are_spelt():
+    # "2 000" (French thousands) is the figure 2000 wherever it is written; COVID19's 19 is no year
+    assert _years("Rapport (déc. 2020), 2019 et 2023, 2 000 personnes, COVID19, 10 000") == {
+        "2020",
+        "2019",
+        "2023",
+        "2000",
+    }
+    assert _years("plus de 2000 répondants") == _years("plus de 2 000 répondants") == {"2000"}
 
 
 def test_followup_uses_history_in_retrieval_and_prompt(mock_assistant):
