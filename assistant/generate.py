@@ -361,7 +361,7 @@ class PreparedSource:
     @cached_property
     def years(self) -> set[str]:
         """Years the chunk, its section path or its document's title names."""
-        return _years(f"{self.citation.chunk.title}\n{self.text}")
+        return {n for n in self.numbers if _YEAR.fullmatch(n)} | _years(self.citation.chunk.title)
 
     @cached_property
     def scaled_figures(self) -> dict[str, set[int]]:
@@ -964,7 +964,8 @@ class Grounder:
         # a year or figure of the question ("… en 2022 ?") must be in the quoted passage (a year may
         # be its document's date): a quote from a passage that never mentions it answers another question
         stated = _standalone_numbers(question)
-        bank = [s for s in bank if stated <= sources[s.source].numbers | self._document_years(sources[s.source])]
+        stating = {i for i, source in enumerate(sources) if stated <= source.numbers | self._document_years(source)}
+        bank = [s for s in bank if s.source in stating]
         if expects_figure(question) if wants_figure is None else wants_figure:
             asked = _figures(question)
             bank = [s for s in bank if _adds_figure(s.text, asked)]
