@@ -335,6 +335,7 @@ class SourceSentence:
     end: int
     stems: set[str]
     vector: np.ndarray | None = None
+    is_label: bool = False  # the source's heading (attribution only: never quoted)
 
 
 @dataclass
@@ -793,6 +794,21 @@ class Grounder:
             self._sentence_cache.move_to_end(chunk.id)
         return cached
 
+    def _label_of(self, source: PreparedSource, number: int) -> list[SourceSentence]:
+        """The source's label (``source_label``) as one sentence of source ``number``, embedded
+        once per chunk; none for a label of fewer than three words ("Contexte")."""
+        chunk = source.citation.chunk
+        label = source_label(chunk) if chunk.section else ""
+        if len(WORD.findall(label)) < 3 or looks_like_instruction(label):
+            return []
+        key = f"{chunk.id}#label"
+        cached = self._sentence_cache.get(key)
+        if cached is None:
+            vector = np.asarray(self.embedder.embed_passages([label]))[0]
+            cached = [SourceSentence(0, label, 0, 0, set(analyze(label)), vector, is_label=True)]
+            self._sentence_cache[key] = cached
+        return [replace(cached[0], source=number)]
+
     def _sentences(self, chunk: Chunk) -> list[SourceSentence]:
         sentences = []
         for start, end in _chunk_sentence_spans(chunk.text):
@@ -822,7 +838,17 @@ class Grounder:
         With ``wants_figure`` (the question asks for a quantity or a date), an answer none of whose
         sentences adds a figure does not answer, however true it is: nothing is kept.
         """
-        bank = [s for src in sources for s in src.sentences]
+        # each source's heading as shown to the model ("ATELIER « … » 9 JUILLET 2020") is evidence
+        # too, a workshop's date is often only there, but only for a question about what the
+        # heading names: its date is not that of "le rapport d'étape" the model pinned it on
+        asked = self.term_weights(self.key_terms(question))
+        labels = [
+            label
+            for number, src in enumerate(sources)
+            for label in self._label_of(src, number)
+            if asked and _weighted_share(asked, label.stems) >= 0.5
+        ]
+        bank = [s for src in sources for s in src.sentences] + labels
         if not bank:
             return AttributedAnswer("", {}, [answer] if answer.strip() else [])
         bank_vectors = np.stack([s.vector for s in bank])  # type: ignore[misc]
@@ -832,18 +858,19 @@ class Grounder:
         kept: list[tuple[str, SourceSentence]] = []  # each answer sentence with the one it is cited from
         dropped: list[str] = []
         anchors: list[SourceSentence] = []
-        for sentence, model_refs in _answer_sentences(answer):
+
+        def supporting(sentence: str, model_refs: Sequence[int]) -> SourceSentence | None:
+            """The source sentence ``sentence`` is cited from, or None when no source supports it."""
             stems = set(analyze(sentence))
             if not stems:
-                continue
+                return None
             # "Oui.", "En partie [1]." state no fact: the sources' own "Oui" (a survey's answer
             # count) must not vouch for them
             novel = set(analyze(_YES_NO_OPENING.sub("", sentence))) - question_stems
             bare_figure = not wants_figure and not WORD.search(_NUMBER.sub(" ", sentence))
             if not novel or _is_question(sentence) or bare_figure:
                 # a restatement or a question adds no fact; a lone "5" answers no "quelles étapes ?"
-                dropped.append(sentence)
-                continue
+                return None
             vector = np.asarray(self.embedder.embed_query(sentence))
             dense = bank_vectors @ vector
             lexical = np.array([len(novel & s.stems) / len(novel) for s in bank])
@@ -863,7 +890,12 @@ class Grounder:
                     # …with each year's own amount, and the question's rare words it repeats ("le budget
                     # … est de 160 %"). When the new facts all sit in this one sentence, it is still
                     # what the model read them from: quoted, it gives the right pairing
-                    if len(novel) >= 2 and lexical[i] >= 0.75 and all(a is not bank[int(i)] for a in anchors):
+                    if (
+                        len(novel) >= 2
+                        and lexical[i] >= 0.75
+                        and not bank[int(i)].is_label
+                        and all(a is not bank[int(i)] for a in anchors)
+                    ):
                         anchors.append(bank[int(i)])
                     continue
                 if not self._supported(float(lexical[i]), float(dense[i]), lang):
@@ -871,8 +903,7 @@ class Grounder:
                 best = int(i)
                 break
             if best is None:
-                dropped.append(sentence)
-                continue
+                return None
             # prefer the model's own citation when that source supports the sentence as well
             chosen = bank[best]
             for ref in model_refs:
@@ -882,7 +913,30 @@ class Grounder:
                     if support[j] >= support[best] - 0.05 and self._supported(float(lexical[j]), float(dense[j]), lang):
                         chosen = bank[j]
                         break
-            kept.append((sentence, chosen))
+            return chosen
+
+        for sentence, model_refs in _answer_sentences(answer):
+            if not analyze(sentence):
+                continue
+            chosen = supporting(sentence, model_refs)
+            if chosen is not None:
+                kept.append((sentence, chosen))
+                continue
+            # a sentence that fails as a whole may hold a supported clause: "X et Y sont à la tête du
+            # groupe chargé d'organiser le secteur : X est référent santé…, tandis que Y est…" restates
+            # the question's words before its colon, and only what follows is the answer
+            # (a clause that opens on a pronoun speaks of the one before it, and is not judged alone)
+            clauses = _clauses(sentence)
+            judged = (
+                [(c, supporting(c, model_refs) if not _LEANS_BACK.match(c) else None) for c in clauses]
+                if len(clauses) > 1
+                else []
+            )
+            if any(chosen is not None for _, chosen in judged):
+                kept.extend((_as_sentence(clause), chosen) for clause, chosen in judged if chosen is not None)
+                dropped.extend(clause for clause, chosen in judged if chosen is None)
+            else:
+                dropped.append(sentence)
         while kept and re.search(r":\s*\.*$", kept[-1][0].rstrip()):
             # a lead-in whose items were all dropped ("Les principales limites … sont :") states nothing
             dropped.append(kept.pop()[0])
@@ -1143,6 +1197,47 @@ def _answer_sentences(answer: str) -> list[tuple[str, list[int]]]:
             result.append((clean, refs))
     # a citation at the start of the next sentence belongs to the previous one
     return result
+
+
+_LEANS_BACK = re.compile(
+    r"(?:il|elle|ils|elles|ce|c'|c’|cela|ça|celle-ci|celui-ci|ceux-ci|celles-ci|on|it|they|this|these)\b",
+    re.IGNORECASE,
+)
+
+
+# the last word of a lead-in whose colon announces what follows ("Les cinq axes sont : A ; B",
+# "les leçons suivantes : …", "… comme : …"): what follows is the lead-in's claim, not a statement
+# of its own (an item kept alone would answer "quels sont les axes ?" with any true sentence)
+_ANNOUNCES = re.compile(
+    r"\b(?:sont|est|suivante?s?|notamment|comme|exemple|savoir|voici|incluent|comprennent|comprend|inclut"
+    r"|are|is|include|includes|following|follows|namely)\W*$",
+    re.IGNORECASE,
+)
+
+
+def _clauses(sentence: str) -> list[str]:
+    """A sentence's clauses, split where a colon or a semicolon opens a new statement: not after
+    a lead-in that announces what follows, nor around a piece of fewer than three words."""
+    separators = list(re.finditer(r"\s*[;:]\s+", sentence))
+    bounds = [m.start() for m in separators] + [len(sentence)]
+    clauses: list[str] = []
+    start = 0
+    for k, match in enumerate(separators):
+        current, following = sentence[start : match.start()], sentence[match.end() : bounds[k + 1]]
+        if ":" in match.group() and _ANNOUNCES.search(current):
+            break
+        if min(len(WORD.findall(current)), len(WORD.findall(following))) >= 3:
+            clauses.append(current.strip())
+            start = match.end()
+    clauses.append(sentence[start:].strip())
+    return [c for c in clauses if c]
+
+
+def _as_sentence(clause: str) -> str:
+    """A clause standing alone: capitalised, closed by a full stop."""
+    clause = clause.strip().rstrip(",")
+    clause = clause[:1].upper() + clause[1:]
+    return clause if re.search(r"[.!?…][»\"”)]*$", clause) else f"{clause}."
 
 
 def _with_citation(sentence: str, n: int) -> str:

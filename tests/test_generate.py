@@ -13,6 +13,7 @@ from assistant.evaluation import RecordingRetriever
 from assistant.generate import (
     Grounder,
     PreparedSource,
+    _clauses,
     _figures,
     _years,
     accept_standalone,
@@ -730,6 +731,77 @@ def test_a_bare_figure_answers_only_a_question_that_asks_for_one(growth_sources)
     assert steps.text == "" and steps.dropped == ["160 %."]
     growth = grounder.attribute(f"160 % [{n}].", sources, "fr", GROWTH_Q, wants_figure=True)
     assert growth.text == f"160 % [{n}]."
+
+
+def test_a_sentence_that_restates_the_question_before_its_colon_keeps_the_clause_that_answers(mock_assistant):
+    assistant, llm = mock_assistant
+    question = (
+        "Qui étaient les deux personnes à la tête du groupe chargé d'organiser le secteur, et d'où venaient-elles ?"
+    )
+    # the part before the colon repeats the question's "à la tête", "organiser": no source says so
+    llm.enqueue(
+        "Robert Picard et Nicole Hill sont à la tête du groupe chargé d'organiser le secteur : Robert Picard est "
+        "référent santé au Conseil général de l'économie, tandis que Nicole Hill est directrice internationale, "
+        "secteur santé, d'Alcatel-Lucent Enterprise [3]."
+    )
+    answer = assistant.ask(question)
+    assert not answer.refused and answer.mode == "generated"
+    assert re.fullmatch(r"Robert Picard est référent santé .*Alcatel-Lucent Enterprise \[\d\]\.", answer.text)
+    assert answer.dropped == ["Robert Picard et Nicole Hill sont à la tête du groupe chargé d'organiser le secteur"]
+    assert [c.n for c in answer.citations] == [_source_number(answer, "Alcatel-Lucent")]
+
+
+def test_a_clause_that_leans_on_the_unsupported_one_before_it_is_not_kept_alone(growth_sources):
+    grounder, sources = growth_sources
+    question = "Quel budget l'État a-t-il alloué à la stratégie d'accélération Santé numérique ?"
+    # "il" is the budget: alone, "Il est de 160 % entre 2019 et 2023" would still claim it
+    wrong = "Le budget alloué à la stratégie est connu : il est de 160 % entre 2019 et 2023 [1]."
+    attributed = grounder.attribute(wrong, sources, "fr", question)
+    assert attributed.text == "" and attributed.dropped == [
+        "Le budget alloué à la stratégie est connu: il est de 160 % entre 2019 et 2023."
+    ]
+
+
+def test_a_date_only_in_a_sources_heading_supports_an_answer_about_what_the_heading_names(mock_assistant):
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    workshop = "À quelle date s'est tenu l'atelier « Intelligence artificielle et données massives en santé » ?"
+    sources = grounder.select_sources(workshop, assistant.retriever.retrieve(workshop), 3)
+    dated = [s.citation.n for s in sources if "9 JUILLET 2020" in source_label(s.citation.chunk)]
+    assert dated and not any("juillet" in sentence.text.lower() for s in sources for sentence in s.sentences)
+    attributed = grounder.attribute("Le 9 juillet 2020.", sources, "fr", workshop, wants_figure=True)
+    assert re.fullmatch(r"Le 9 juillet 2020 \[\d\]\.", attributed.text)
+    (n, heading), *_ = attributed.cited.items()
+    assert n in dated and "9 JUILLET 2020" in heading
+    # the same heading does not date another document the model pins its date on
+    report = "De quand date le rapport d'étape sur la structuration de la filière santé numérique ?"
+    misdated = grounder.attribute(
+        f"Le rapport d'étape a été publié le 9 juillet 2020 [{n}].", sources, "fr", report, wants_figure=True
+    )
+    assert misdated.text == "" and misdated.dropped
+
+
+@pytest.mark.parametrize(
+    ("sentence", "clauses"),
+    [
+        (
+            "Les freins sont nombreux : la réglementation, le financement.",
+            ["Les freins sont nombreux", "la réglementation, le financement."],
+        ),
+        (
+            "Deux axes ; former les soignants ; ouvrir les données.",
+            ["Deux axes ; former les soignants", "ouvrir les données."],
+        ),
+        # a lead-in that announces what follows keeps it: the items are its claim
+        ("Les axes sont : former les soignants ; ouvrir les données.", None),
+        ("Ils en tirent les leçons suivantes : la crise a généralisé la téléconsultation.", None),
+        ("The five axes are: training carers; opening data.", None),
+        ("Le marché croît de 160 % : 90 Mds$.", ["Le marché croît de 160 % : 90 Mds$."]),
+        ("Une phrase sans deux-points.", ["Une phrase sans deux-points."]),
+    ],
+)
+def test_clauses_split_where_a_colon_or_semicolon_opens_a_statement(sentence, clauses):
+    assert _clauses(sentence) == (clauses or [sentence])
 
 
 @pytest.mark.parametrize(
