@@ -879,6 +879,14 @@ class Grounder:
             dated = _dated_figures(sentence)
             names = [set(analyze(term)) for term in specific_terms(sentence, lang)]
             order = np.argsort(-support)
+
+            def vouches(i: int) -> bool:
+                # a heading is short and on topic: close to any sentence on its subject ("L'IA a été
+                # présentée à l'atelier consacré au patient"), it vouches only with its own words
+                if bank[i].is_label and lexical[i] < 0.5:
+                    return False
+                return self._supported(float(lexical[i]), float(dense[i]), lang)
+
             best = None
             for i in order[:6]:
                 source = sources[bank[int(i)].source]
@@ -898,7 +906,9 @@ class Grounder:
                     ):
                         anchors.append(bank[int(i)])
                     continue
-                if not self._supported(float(lexical[i]), float(dense[i]), lang):
+                if bank[int(i)].is_label and not vouches(int(i)):
+                    continue
+                if not vouches(int(i)):
                     break
                 best = int(i)
                 break
@@ -910,7 +920,7 @@ class Grounder:
                 same = [j for j, s in enumerate(bank) if s.source == ref - 1]
                 if same:
                     j = max(same, key=lambda k: support[k])
-                    if support[j] >= support[best] - 0.05 and self._supported(float(lexical[j]), float(dense[j]), lang):
+                    if support[j] >= support[best] - 0.05 and vouches(j):
                         chosen = bank[j]
                         break
             return chosen

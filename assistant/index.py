@@ -363,6 +363,10 @@ class Index:
             lexical = LexicalIndex.load(folder / "bm25")
             if lexical.ids != list(chunks):
                 raise ValueError("index lexical désaligné")
+            if not lexical.is_current:
+                # tokenized by another analyzer (an upgrade): rebuilt from the chunks, in memory; the
+                # next ingest saves it. No vector is recomputed
+                lexical = LexicalIndex.build(list(chunks), [_lexical_text(c) for c in chunks.values()])
             files = {d: FileEntry(**e) for d, e in manifest["files"].items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexMissingError(f"Index endommagé dans {folder} ({exc}). {rebuild}") from exc

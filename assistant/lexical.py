@@ -6,6 +6,7 @@ analyzer is shared by indexing, querying and the sufficiency check in ``generate
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -288,11 +289,17 @@ def lexical_query(text: str) -> str:
     return kept or text
 
 
+# The analyzer's identity: a saved index whose tokens another version produced (other stopwords,
+# another stemming) no longer matches the queries' tokens, and is rebuilt when it is loaded
+ANALYZER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
 class LexicalIndex:
     """BM25 over a fixed list of chunk ids; persisted as a folder."""
 
-    def __init__(self, ids: list[str], retriever: bm25s.BM25) -> None:
+    def __init__(self, ids: list[str], retriever: bm25s.BM25, analyzer: str = ANALYZER_VERSION) -> None:
         self.ids = ids
+        self.analyzer = analyzer  # ANALYZER_VERSION of the code that tokenized the chunks
         self._retriever = retriever
         self._position = {chunk_id: i for i, chunk_id in enumerate(ids)}
 
@@ -303,15 +310,23 @@ class LexicalIndex:
         retriever.index(tokens, show_progress=False)
         return cls(list(ids), retriever)
 
+    @property
+    def is_current(self) -> bool:
+        """Whether the chunks were tokenized as queries are now."""
+        return self.analyzer == ANALYZER_VERSION
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self._retriever.save(str(folder))
         (folder / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
+        (folder / "analyzer.txt").write_text(self.analyzer, encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
         ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        return cls(ids, bm25s.BM25.load(str(folder)))
+        version = folder / "analyzer.txt"
+        analyzer = version.read_text(encoding="utf-8").strip() if version.exists() else ""
+        return cls(ids, bm25s.BM25.load(str(folder)), analyzer)
 
     def search(self, query: str, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
         """Top ``k`` (chunk id, BM25 score) with a positive score, optionally restricted to ``allowed``."""

@@ -781,6 +781,23 @@ def test_a_date_only_in_a_sources_heading_supports_an_answer_about_what_the_head
     assert misdated.text == "" and misdated.dropped
 
 
+def test_a_heading_on_the_questions_subject_does_not_vouch_for_a_sentence_it_does_not_state(mock_assistant):
+    # held-out 11 hk-36: asked about the AI workshop after one on the patient, the model said the AI was
+    # presented at the patient workshop; the AI workshop's heading is close to it in meaning, not in words
+    assistant, _ = mock_assistant
+    grounder = assistant.grounder
+    followup = "Et celui sur l'intelligence artificielle ?"
+    workshop = "À quelle date s'est tenu l'atelier « Intelligence artificielle et données massives en santé » ?"
+    sources = grounder.select_sources(followup, assistant.retriever.retrieve(workshop), 3)
+    assert any("9 JUILLET 2020" in source_label(s.citation.chunk) for s in sources)
+    wrong = "L'intelligence artificielle a été présentée à l'atelier du groupe de travail consacré au patient [1]."
+    attributed = grounder.attribute(wrong, sources, "fr", followup)
+    assert attributed.text == "" and attributed.dropped == [wrong.removesuffix(" [1].") + "."]
+    # what the heading does state is kept
+    dated = grounder.attribute("Il s'est tenu le 9 juillet 2020 [1].", sources, "fr", followup)
+    assert "9 juillet 2020" in dated.text
+
+
 @pytest.mark.parametrize(
     ("sentence", "clauses"),
     [

@@ -8,6 +8,7 @@ import pytest
 from filelock import FileLock
 
 from assistant.index import Index, IndexBusyError, IndexMissingError
+from assistant.lexical import ANALYZER_VERSION, LexicalIndex
 from assistant.retrieve import HybridRetriever
 
 DOC_A = """# Document A
@@ -108,6 +109,26 @@ def test_missing_or_damaged_index_says_how_to_rebuild(make_settings, real_embedd
     # the next ingest repairs it, reusing the vectors already in Chroma
     report = Index(settings, real_embedder).sync([corpus])
     assert report.embedded == 0 and report.chunks > 0
+
+
+def test_an_index_tokenized_by_another_analyzer_is_rebuilt_when_loaded(make_settings, counting_embedder, corpus):
+    """After an upgrade that changes stopwords or stemming, the saved BM25 tokens no longer match the
+    queries'; loading rebuilds them from the chunks, without recomputing a vector."""
+    settings = make_settings()
+    Index(settings, counting_embedder).sync([corpus])
+    current = (settings.index_dir / "CURRENT").read_text().strip()
+    (settings.index_dir / current / "bm25" / "analyzer.txt").write_text("an-old-analyzer", encoding="utf-8")
+    counting_embedder.passages.clear()
+    index = Index(settings, counting_embedder)
+    index.load()
+    assert index.state.lexical.analyzer == ANALYZER_VERSION and index.state.lexical.is_current
+    assert counting_embedder.passages == []
+    (best_id, _), *_ = index.lexical("forfait innovation", k=1)
+    assert "forfait innovation" in index.get(best_id).text
+    # the next ingest saves it tokenized by this version
+    Index(settings, counting_embedder).sync([corpus])
+    republished = (settings.index_dir / "CURRENT").read_text().strip()
+    assert LexicalIndex.load(settings.index_dir / republished / "bm25").is_current
 
 
 def test_interrupted_publish_keeps_previous_generation(make_settings, counting_embedder, corpus):
