@@ -906,9 +906,9 @@ class Grounder:
                     ):
                         anchors.append(bank[int(i)])
                     continue
-                if bank[int(i)].is_label and not vouches(int(i)):
-                    continue
                 if not vouches(int(i)):
+                    if bank[int(i)].is_label:
+                        continue  # a heading's closeness says nothing of the sentences ranked below it
                     break
                 best = int(i)
                 break
