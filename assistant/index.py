@@ -132,7 +132,15 @@ class Index:
 
     def load(self) -> None:
         """Read the current generation; raise ``IndexMissingError`` with a fix if absent or damaged."""
-        self._state = self._read_state(required=True)
+        state = self._read_state(required=True)
+        assert state is not None
+        if not state.lexical.is_current:
+            # tokenized by another analyzer (an upgrade): rebuilt from the chunks, in memory; the next
+            # ingest saves it. No vector is recomputed. (An ingest reads the old state only for its
+            # files and chunks, and builds its own BM25: no rebuild there)
+            chunks = list(state.chunks.values())
+            state.lexical = LexicalIndex.build([c.id for c in chunks], [_lexical_text(c) for c in chunks])
+        self._state = state
 
     @property
     def state(self) -> _State:
@@ -363,10 +371,6 @@ class Index:
             lexical = LexicalIndex.load(folder / "bm25")
             if lexical.ids != list(chunks):
                 raise ValueError("index lexical désaligné")
-            if not lexical.is_current:
-                # tokenized by another analyzer (an upgrade): rebuilt from the chunks, in memory; the
-                # next ingest saves it. No vector is recomputed
-                lexical = LexicalIndex.build(list(chunks), [_lexical_text(c) for c in chunks.values()])
             files = {d: FileEntry(**e) for d, e in manifest["files"].items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexMissingError(f"Index endommagé dans {folder} ({exc}). {rebuild}") from exc
