@@ -300,7 +300,7 @@ class Assistant:
     @classmethod
     def from_settings(cls, settings: Settings, load_llm: bool = True) -> Assistant:
         """The pipeline on the configured index and backend; the LLM loads on another thread
-        while sentence-transformers is imported (llama.cpp's loading runs outside the GIL)."""
+        while the index opens (llama.cpp's loading runs outside the GIL)."""
         with ThreadPoolExecutor(max_workers=1) as pool:
             has_llm = load_llm and settings.backend != "extractive"
             loading = pool.submit(_load_llm, settings, settings.backend) if has_llm else None

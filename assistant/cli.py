@@ -106,6 +106,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "corpus_dir": str(settings.corpus_dir),
         "models_dir": str(settings.models_dir),
         "backend": settings.backend,
+        "embedder": settings.embedder,
         **assistant.index.stats(),
         "documents_detail": [d.__dict__ for d in assistant.index.documents()],
         "problems": assistant.index.verify(),

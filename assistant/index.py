@@ -25,7 +25,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from assistant import ingest as ingest_module
-from assistant.embedding import Embedder
+from assistant.embedding import Embedder, embed_corpus
 from assistant.files import write_text_atomic
 from assistant.ingest import IngestError, chunk_document, discover, doc_id_for, load_document
 from assistant.lexical import LexicalIndex
@@ -310,7 +310,7 @@ class Index:
             part = chunks[start : start + batch]
             if progress:
                 progress("embeddings", start, len(chunks))
-            vectors = self.embedder.embed_passages([_embedding_text(c) for c in part])
+            vectors = embed_corpus(self.embedder, [_embedding_text(c) for c in part])
             self.store.upsert([c.id for c in part], vectors, [c.text for c in part], [_metadata(c) for c in part])
         if progress:
             progress("embeddings", len(chunks), len(chunks))

