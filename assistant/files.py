@@ -1,7 +1,8 @@
-"""Writing files so that a reader never sees half of one."""
+"""Writing files so that a reader never sees half of one; naming the code that wrote them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,3 +37,8 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     """Write ``text`` to ``path`` through ``replacing``."""
     with replacing(path, durable=durable) as fh:
         fh.write(text)
+
+
+def code_version(path: str | Path) -> str:
+    """A short hash of a source file: saved data records the version of the code that produced it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]

@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 
 from assistant import ingest as ingest_module
 from assistant.embedding import Embedder, embed_corpus
-from assistant.files import write_text_atomic
+from assistant.files import code_version, write_text_atomic
 from assistant.ingest import IngestError, chunk_document, discover, doc_id_for, load_document
 from assistant.lexical import LexicalIndex
 from assistant.schema import Chunk
@@ -34,6 +34,7 @@ from assistant.settings import Settings
 from assistant.vectorstore import ChromaStore, VectorHit, VectorStore
 
 INGEST_VERSION = 1
+_CHUNKER_VERSION = code_version(ingest_module.__file__)  # a change to the chunker re-chunks the corpus
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -124,8 +125,7 @@ class Index:
     def fingerprint(self) -> str:
         """Embedder and chunker identity: the chunker part changes with the ingest code itself."""
         s = self.settings
-        code = hashlib.sha256(Path(ingest_module.__file__).read_bytes()).hexdigest()[:12]
-        return f"{self.embedder.name}|v{INGEST_VERSION}-{code}|{s.chunk_chars}|{s.chunk_overlap_chars}"
+        return f"{self.embedder.name}|v{INGEST_VERSION}-{_CHUNKER_VERSION}|{s.chunk_chars}|{s.chunk_overlap_chars}"
 
     def exists(self) -> bool:
         return (self.root / "CURRENT").exists()
@@ -138,8 +138,7 @@ class Index:
             # tokenized by another analyzer (an upgrade): rebuilt from the chunks, in memory; the next
             # ingest saves it. No vector is recomputed. (An ingest reads the old state only for its
             # files and chunks, and builds its own BM25: no rebuild there)
-            chunks = list(state.chunks.values())
-            state.lexical = LexicalIndex.build([c.id for c in chunks], [_lexical_text(c) for c in chunks])
+            state.lexical = _lexical_index(list(state.chunks.values()))
         self._state = state
 
     @property
@@ -293,7 +292,7 @@ class Index:
         # 2. publish the new generation atomically
         generation = (previous.generation if previous else self._last_generation()) + 1
         ordered = list(new_chunks.values())
-        lexical = LexicalIndex.build([c.id for c in ordered], [_lexical_text(c) for c in ordered])
+        lexical = _lexical_index(ordered)
         self._write_generation(generation, files, ordered, lexical)
 
         # 3. garbage: stale vectors and old generations
@@ -393,8 +392,9 @@ def _embedding_text(chunk: Chunk) -> str:
     return f"{head}{chunk.text}"
 
 
-def _lexical_text(chunk: Chunk) -> str:
-    return f"{chunk.title}\n{chunk.section}\n{chunk.text}"
+def _lexical_index(chunks: list[Chunk]) -> LexicalIndex:
+    """BM25 over the chunks' title, section path and text."""
+    return LexicalIndex.build([c.id for c in chunks], [f"{c.title}\n{c.section}\n{c.text}" for c in chunks])
 
 
 def _metadata(chunk: Chunk) -> dict[str, Any]:

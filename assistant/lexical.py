@@ -6,7 +6,6 @@ analyzer is shared by indexing, querying and the sufficiency check in ``generate
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import unicodedata
@@ -17,6 +16,8 @@ import bm25s
 import numpy as np
 import Stemmer
 from bm25s.stopwords import STOPWORDS_FRENCH
+
+from assistant.files import code_version
 
 _EXTRA_STOPWORDS = {
     # interrogatives and question scaffolding carry no evidence
@@ -291,7 +292,7 @@ def lexical_query(text: str) -> str:
 
 # The analyzer's identity: a saved index whose tokens another version produced (other stopwords,
 # another stemming) no longer matches the queries' tokens, and is rebuilt when it is loaded
-ANALYZER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+ANALYZER_VERSION = code_version(__file__)
 
 
 class LexicalIndex:
