@@ -404,7 +404,11 @@ _ASKS_FIGURE = re.compile(
     r"|quel(?:le)?s?\s+(?:(?:est|sont|sera|seront|était|serait)\s+)?(?:(?:le|la|les|sa|son|ses|leur|leurs)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe|taille)"
     # a unit asked for ("…, en euros, …") asks for a quantity in it
     r"|en\s+(?:euros|dollars|pourcentage)|in\s+(?:euros|dollars)"
-    r"|how\s+(?:many|much|long|big)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate|size))\b",
+    # "how much" asks a quantity of money, time or a verb's ("how much does it cost?"); "how much
+    # weight does Europe carry?" or "how much influence…" ask a degree, answered in words ("limited")
+    r"|how\s+much(?=\s+(?:of|is|are|was|were|do|does|did|will|would|has|have|had|can|could|should|money|funding"
+    r"|funds?|grants?|budget|capital|investment|financing|time|revenue|costs?|euros?|dollars?)\b|\s*\?)"
+    r"|how\s+(?:many|long|big)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate|size))\b",
     re.IGNORECASE,
 )
 
@@ -989,7 +993,10 @@ class Grounder:
     @staticmethod
     def _supported(lexical: float, dense: float, lang: str) -> bool:
         if lang == "en":
-            return dense >= 0.84
+            # an English sentence is checked against French sources by e5 across languages; the
+            # words it shares with them, cognates under the French stemmer ("preventive, predictive,
+            # participative" / "préventive, prédictive, participative"), make a lower similarity enough
+            return dense >= 0.84 or (lexical >= 0.5 and dense >= 0.82)
         return lexical >= 0.5 or (lexical >= 0.3 and dense >= 0.86)
 
     # -------------------------------------------------------------- extractive backend
