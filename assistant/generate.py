@@ -404,10 +404,13 @@ _ASKS_FIGURE = re.compile(
     r"|quel(?:le)?s?\s+(?:(?:est|sont|sera|seront|était|serait)\s+)?(?:(?:le|la|les|sa|son|ses|leur|leurs)\s+)?(?:montant|nombre|pourcentage|taux|budget|chiffre|somme|durée|date|année|part|proportion|valeur|enveloppe|taille)"
     # a unit asked for ("…, en euros, …") asks for a quantity in it
     r"|en\s+(?:euros|dollars|pourcentage)|in\s+(?:euros|dollars)"
-    # "how much" asks a quantity of money, time or a verb's ("how much does it cost?"); "how much
-    # weight does Europe carry?" or "how much influence…" ask a degree, answered in words ("limited")
-    r"|how\s+much(?=\s+(?:of|is|are|was|were|do|does|did|will|would|has|have|had|can|could|should|money|funding"
-    r"|funds?|grants?|budget|capital|investment|financing|time|revenue|costs?|euros?|dollars?)\b|\s*\?)"
+    # "how much" asks a quantity of money, time or a verb's ("how much does it cost?", "… how much the
+    # State invests", "how much larger…"); "how much weight does Europe carry?" or "how much
+    # influence…" ask a degree, answered in words ("limited")
+    r"|how\s+much(?=\s+(?:of|is|are|was|were|do|does|did|will|would|has|have|had|can|could|should"
+    r"|the|a|an|this|that|these|those|it|its|they|their|we|our|you|your|he|his|she|her"
+    r"|more|less|larger|bigger|higher|lower|money|funding|funds?|grants?|budget|capital|investment|financing"
+    r"|time|revenue|costs?|euros?|dollars?)\b|\s*\?)"
     r"|how\s+(?:many|long|big)|when|what\s+(?:amount|percentage|share|number|date|year|budget|rate|size))\b",
     re.IGNORECASE,
 )

@@ -888,12 +888,15 @@ def test_helpers():
         # "how much" asks a quantity of money, time or a verb's, not a degree
         ("How much grant money can an SME obtain?", True),
         ("How much does the market grow?", True),
+        ("I'd like to know how much the State invests in research.", True),
+        ("How much larger will the market be in 2023?", True),
         ("How much weight does Europe carry in French digital health?", False),
         ("How much influence do respondents think the EU has?", False),
     ],
 )
 def test_a_date_or_quantity_is_expected_only_when_asked(question, asks_figure):
-    """ "How much weight…" asked for a figure: dev pos-02's "Europe carries a limited weight" was refused."""
+    """A figure is required only when one is asked: "how much weight…" asks a degree (dev pos-02's
+    "Europe carries a limited weight" was refused for want of a figure)."""
     assert expects_figure(question) is asks_figure
 
 
