@@ -407,7 +407,7 @@ _ASKS_FIGURE = re.compile(
     # "how much" asks a quantity of money, time or a verb's ("how much does it cost?", "… how much the
     # State invests", "how much larger…"); "how much weight does Europe carry?" or "how much
     # influence…" ask a degree, answered in words ("limited")
-    r"|how\s+much(?=\s+(?:of|is|are|was|were|do|does|did|will|would|has|have|had|can|could|should"
+    r"|how\s+much(?=\s+(?:of|in|per|is|are|was|were|do|does|did|will|would|has|have|had|can|could|should"
     r"|the|a|an|this|that|these|those|it|its|they|their|we|our|you|your|he|his|she|her"
     r"|more|less|larger|bigger|higher|lower|money|funding|funds?|grants?|budget|capital|investment|financing"
     r"|time|revenue|costs?|euros?|dollars?)\b|\s*\?)"

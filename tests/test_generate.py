@@ -890,6 +890,7 @@ def test_helpers():
         ("How much does the market grow?", True),
         ("I'd like to know how much the State invests in research.", True),
         ("How much larger will the market be in 2023?", True),
+        ("How much in subsidies did start-ups receive?", True),
         ("How much weight does Europe carry in French digital health?", False),
         ("How much influence do respondents think the EU has?", False),
     ],
