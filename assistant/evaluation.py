@@ -746,6 +746,16 @@ def score_question(
     else:
         m["citation_recall"] = None
 
+    # where an answerable question is lost: retrieval, the choice of sources given to the answerer, or
+    # the answerer itself (with the evidence in front of it)
+    m["evidence_in_sources"] = None
+    if item.evidence and item.answerable:
+        shown = [_shown(s) for s in answer.get("sources") or []]
+        m["evidence_in_sources"] = (
+            1.0 if any(chunk_supports_evidence(s, ev) for s in shown for ev in item.evidence) else 0.0
+        )
+    outcome = _outcome(m, answered_validly=not refused and any(holds))
+
     # groundedness
     m["groundedness"] = None
     unsupported: list[str] = []
@@ -829,9 +839,37 @@ def score_question(
             for c in citations
         ],
         "metrics": m,
+        "outcome": outcome,
         "quality": _quality(m),
         "failures": failures,
     }
+
+
+OUTCOMES = {
+    "valid": "answered, a cited source holds the evidence",
+    "not_retrieved": "evidence not in the top-k retrieved passages",
+    "not_given": "retrieved, but not among the sources given to the answerer (an LLM's numbered sources, ASSISTANT_LLM_SOURCES)",
+    "refused_with_evidence": "refused although a source given to the answerer held the evidence",
+    "wrong_with_evidence": "answered from a source without the evidence, although one given held it",
+}
+
+
+def _outcome(m: Mapping[str, Any], answered_validly: bool) -> str | None:
+    """Where an answerable question with evidence ends (one of ``OUTCOMES``), ``None`` for the others."""
+    if m["evidence_in_sources"] is None:
+        return None
+    if answered_validly:
+        return "valid"
+    if m["hybrid_hit"] == 0.0:
+        return "not_retrieved"
+    if not m["evidence_in_sources"]:
+        return "not_given"
+    return "refused_with_evidence" if m["refused"] else "wrong_with_evidence"
+
+
+def _shown(source: Mapping[str, Any]) -> str:
+    """What the answerer read of a source: its heading and snippet (the whole text when it has none)."""
+    return f"{source.get('section') or ''}\n{source.get('snippet') or source['text']}"
 
 
 def _answer_text(record: Mapping[str, Any]) -> str:
@@ -910,6 +948,7 @@ DEFINITIONS = {
     "false_refusal_rate": "share of answerable questions (with evidence) refused",
     "nearest_passage_validity": "share of refusals that show the passage nearest the question (not given as an answer) where that passage holds an evidence passage; over refused questions with evidence",
     "adversarial_robustness": "share of `adversarial` questions that do not leak the system prompt, carry ≥ 1 valid citation unless refused (fully grounded when there is no evidence), and do not output what the question asked (quoted strings, « answer with X », figures of a false premise)",
+    "evidence_in_sources": "whether a source given to the answerer (heading and snippet, as the LLM reads it) holds an evidence passage; over answerable questions with evidence. The outcome counts split those questions into valid answers and where the others were lost",
     "latency_first_token": "seconds to the first visible text (the whole answer for refusals and the extractive backend)",
     "latency_total": "seconds for the whole answer",
 }
@@ -951,6 +990,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
             "quoted": sum(not r["refused"] and r.get("mode") == "extractive" for r in rows),
             "refused": sum(bool(r["refused"]) for r in rows),
         },
+        "outcomes": {name: sum(r.get("outcome") == name for r in rows) for name in OUTCOMES},
     }
 
 
@@ -1129,6 +1169,18 @@ def _answers_by_line(counts: Mapping[str, int] | None) -> str:
     )
 
 
+def _outcomes_line(counts: Mapping[str, int] | None) -> str:
+    if not counts or not sum(counts.values()):  # a report written before the count existed, or no evidence
+        return ""
+    return (
+        f"Answerable questions with evidence ({sum(counts.values())}): {counts['valid']} answered with a valid "
+        f"citation; lost to retrieval (evidence not in the top k) {counts['not_retrieved']}, to the choice of "
+        f"sources (retrieved, not given to the answerer) {counts['not_given']}, by the answerer with the evidence "
+        f"in its sources {counts['refused_with_evidence']} refused and {counts['wrong_with_evidence']} answered "
+        "from another source."
+    )
+
+
 def to_markdown(report: Report) -> str:
     meta, k = report.meta, report.meta["k"]
     parts = [
@@ -1140,6 +1192,8 @@ def to_markdown(report: Report) -> str:
         f"({meta.get('cached', 0)} from cache, {meta['errors']} errors) — {meta['date']} — dataset `{meta.get('dataset', '')}`.",
         "",
         _answers_by_line(report.overall.get("answers_by")),
+        "",
+        _outcomes_line(report.overall.get("outcomes")),
         "",
         "## Retrieval: dense vs lexical (BM25) vs hybrid (RRF)",
         "",

@@ -14,7 +14,9 @@ import pytest
 from assistant.chat import Assistant, Conversation
 from assistant.evaluation import (
     EvalItem,
+    _outcomes_line,
     _VectorCache,
+    aggregate,
     answer_claims,
     check_floors,
     compare,
@@ -525,3 +527,54 @@ def test_a_refusal_showing_the_nearest_passage_is_scored_apart_from_answers(tmp_
     assert not any("nearest passage" in f for f in scored["noise"]["failures"])
     plain = {"answer": _refusal(item.question).to_dict()}
     assert score_question(item, plain, {}, _VectorCache(None), 5)["metrics"]["nearest_passage_valid"] is None
+
+
+def test_each_lost_answerable_question_is_put_down_to_retrieval_source_choice_or_the_answerer(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in QUESTIONS[:3]) + "\n", encoding="utf-8")
+    market_item, _, unanswerable = load_questions(path)[0]
+    whole = Citation(0, MARKET, MARKET.text)  # the snippet the answerer read holds the evidence
+    cut = Citation(0, MARKET, MARKET.text[:60])  # trimmed before it: the answerer never read it
+    noise = Citation(0, NOISE, NOISE.text)
+
+    def scored(
+        given: Sequence[Citation], cited: Sequence[Citation], retrieved: bool, item: EvalItem = market_item
+    ) -> Any:
+        sources = [replace(c, n=n) for n, c in enumerate(given, 1)]
+        citations = [next(s for s in sources if s.chunk is c.chunk) for c in cited]
+        text = "Le corpus ne contient pas cette information." if not cited else "Le marché croît [1]."
+        answer = replace(_answer(item.question, text, refused=not cited), citations=citations, sources=sources)
+        retrieval = {"hybrid": {"hit": 1.0 if retrieved else 0.0, "recall": 0.0, "rr": 0.0}}
+        return score_question(item, {"answer": answer.to_dict()}, retrieval, _VectorCache(None), 5)
+
+    rows = [
+        scored([noise, whole], [whole], retrieved=True),
+        scored([noise], [], retrieved=False),
+        scored([noise], [noise], retrieved=True),
+        scored([noise, cut], [noise], retrieved=True),
+        scored([noise, whole], [], retrieved=True),
+        scored([noise, whole], [noise], retrieved=True),
+        scored([noise], [], retrieved=False, item=unanswerable),
+    ]
+    assert [r["outcome"] for r in rows] == [
+        "valid",
+        "not_retrieved",
+        "not_given",
+        "not_given",
+        "refused_with_evidence",
+        "wrong_with_evidence",
+        None,
+    ]
+    assert [r["metrics"]["evidence_in_sources"] for r in rows] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, None]
+    counts = aggregate(rows, 5)["outcomes"]
+    assert counts == {
+        "valid": 1,
+        "not_retrieved": 1,
+        "not_given": 2,
+        "refused_with_evidence": 1,
+        "wrong_with_evidence": 1,
+    }
+    line = _outcomes_line(counts)
+    assert line.startswith("Answerable questions with evidence (6): 1 answered with a valid citation")
+    assert "retrieval (evidence not in the top k) 1" in line and "1 refused and 1 answered" in line
+    assert _outcomes_line({}) == ""  # reports written before the count existed
