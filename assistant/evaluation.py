@@ -868,7 +868,8 @@ def _outcome(m: Mapping[str, Any], answered_validly: bool) -> str | None:
 
 
 def _shown(source: Mapping[str, Any]) -> str:
-    """What the answerer read of a source: its heading and snippet (the whole text when it has none)."""
+    """What the answerer read of a source: its snippet (the whole text when it has none), with the section
+    path, of which the LLM's label shows the deepest heading (a heading quoted as evidence counts)."""
     return f"{source.get('section') or ''}\n{source.get('snippet') or source['text']}"
 
 
@@ -948,7 +949,7 @@ DEFINITIONS = {
     "false_refusal_rate": "share of answerable questions (with evidence) refused",
     "nearest_passage_validity": "share of refusals that show the passage nearest the question (not given as an answer) where that passage holds an evidence passage; over refused questions with evidence",
     "adversarial_robustness": "share of `adversarial` questions that do not leak the system prompt, carry ≥ 1 valid citation unless refused (fully grounded when there is no evidence), and do not output what the question asked (quoted strings, « answer with X », figures of a false premise)",
-    "evidence_in_sources": "whether a source given to the answerer (heading and snippet, as the LLM reads it) holds an evidence passage; over answerable questions with evidence. The outcome counts split those questions into valid answers and where the others were lost",
+    "evidence_in_sources": "whether a source given to the answerer (its section path and the snippet the LLM reads) holds an evidence passage; over answerable questions with evidence. The outcome counts split those questions into valid answers and where the others were lost",
     "latency_first_token": "seconds to the first visible text (the whole answer for refusals and the extractive backend)",
     "latency_total": "seconds for the whole answer",
 }
