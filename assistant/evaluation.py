@@ -870,7 +870,7 @@ def _outcome(m: Mapping[str, Any], answered_validly: bool) -> str | None:
 def _shown(source: Mapping[str, Any]) -> str:
     """What the answerer read of a source: its snippet (the whole text when it has none), with the section
     path, of which the LLM's label shows the deepest heading (a heading quoted as evidence counts)."""
-    return f"{source.get('section') or ''}\n{source.get('snippet') or source['text']}"
+    return _matchable({"section": source.get("section"), "text": source.get("snippet") or source["text"]})
 
 
 def _answer_text(record: Mapping[str, Any]) -> str:
